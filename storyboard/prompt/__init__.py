@@ -1,0 +1,1 @@
+"""WebUI prompt language: parsing, scheduling, composing and encoding."""
