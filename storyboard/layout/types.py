@@ -1,0 +1,199 @@
+"""Typed data for the layout stage.
+
+`LayoutSettings` is what a user writes under `layout:` in a story file (pydantic, strict). Everything
+else is built by code (the lead maps a Story onto LayoutPage/LayoutPanel) and is a frozen dataclass.
+All geometry is in PDF points with the origin at the bottom-left of the page (reportlab's convention),
+so the PDF writer, the PIL fallback and the tests share one coordinate system.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PageSizeName = Literal["A4", "B5", "US comic", "Letter"]
+OutputFormat = Literal["pdf", "cbz", "png"]
+BalloonKind = Literal["speech", "thought", "sfx", "caption"]
+
+
+class LayoutSettings(BaseModel):
+    """Page, print and lettering settings (the `layout:` block of a story file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    page_size: PageSizeName | tuple[float, float] = "A4"
+    dpi: int = Field(300, ge=36, le=1200, description="print resolution of placed images and PNG pages")
+    margin_mm: float = Field(10.0, ge=0, le=60)
+    gutter_mm: float = Field(4.0, ge=0, le=30)
+    bleed_mm: float = Field(0.0, ge=0, le=20)
+    trim_marks: bool = False
+    border_width_pt: float = Field(1.5, ge=0, le=12)
+    reading_direction: Literal["ltr", "rtl"] = "ltr"
+    fit: Literal["crop", "letterbox"] = "crop"
+    font: str | None = None
+    cjk_font: str | None = None
+    font_size_pt: float = Field(9.0, ge=4, le=36)
+    title_page: bool = False
+    page_numbers: bool = True
+    formats: tuple[OutputFormat, ...] = ("pdf", "cbz", "png")
+
+    @field_validator("page_size", mode="before")
+    @classmethod
+    def _page_size(cls, value: object) -> object:
+        if isinstance(value, str):
+            # Accept the spellings people actually type: "a4", "us-comic", "letter".
+            canon = {"a4": "A4", "b5": "B5", "uscomic": "US comic", "letter": "Letter"}
+            key = value.lower().replace(" ", "").replace("-", "").replace("_", "")
+            if key not in canon:
+                raise ValueError(
+                    f"unknown page size {value!r}: use A4, B5, US comic, Letter or [width_mm, height_mm]"
+                )
+            return canon[key]
+        if isinstance(value, list | tuple):
+            if len(value) != 2 or not all(isinstance(v, int | float) and v > 0 for v in value):
+                raise ValueError("a custom page size is [width_mm, height_mm] with two positive numbers")
+            return tuple(float(v) for v in value)
+        return value
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _formats(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError("formats must name at least one of pdf, cbz, png")
+            return tuple(dict.fromkeys(value))  # drop duplicates, keep order
+        return value
+
+    @model_validator(mode="after")
+    def _live_area(self) -> LayoutSettings:
+        from storyboard.layout.pagesize import trim_size_mm
+
+        w, h = trim_size_mm(self.page_size)
+        if 2 * self.margin_mm >= min(w, h) * 0.8:
+            raise ValueError(f"margin_mm={self.margin_mm} leaves no room on a {w:g} x {h:g} mm page")
+        return self
+
+
+@dataclass(frozen=True)
+class Balloon:
+    """One piece of lettering in a panel.
+
+    speaker_at is the speaker's position in panel coordinates: x from the left, y from the top, both
+    0..1 of the panel image. The tail points there; None picks a default spread across the panel.
+    """
+
+    text: str
+    speaker: str | None = None
+    kind: BalloonKind = "speech"
+    speaker_at: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class LayoutPanel:
+    id: str
+    image: Path
+    caption: str | None = None
+    balloons: tuple[Balloon, ...] | list[Balloon] = ()
+    # Where to keep the subject when cropping: fractions of the image, x from left, y from top.
+    focus: tuple[float, float] = (0.5, 0.4)
+
+
+@dataclass(frozen=True)
+class LayoutPage:
+    number: int
+    panels: tuple[LayoutPanel, ...] | list[LayoutPanel]
+    template: str | None = None
+
+
+@dataclass(frozen=True)
+class LayoutMeta:
+    title: str
+    author: str | None = None
+    language: str = "en"
+    summary: str | None = None
+
+
+@dataclass(frozen=True)
+class Rect:
+    """Axis-aligned rectangle in PDF points (x, y is the bottom-left corner)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    @property
+    def x1(self) -> float:
+        return self.x + self.w
+
+    @property
+    def y1(self) -> float:
+        return self.y + self.h
+
+    @property
+    def cx(self) -> float:
+        return self.x + self.w / 2
+
+    @property
+    def cy(self) -> float:
+        return self.y + self.h / 2
+
+    def contains(self, other: Rect, tol: float = 1e-6) -> bool:
+        return (
+            other.x >= self.x - tol
+            and other.y >= self.y - tol
+            and other.x1 <= self.x1 + tol
+            and other.y1 <= self.y1 + tol
+        )
+
+    def overlaps(self, other: Rect) -> bool:
+        return not (
+            other.x >= self.x1 or other.x1 <= self.x or other.y >= self.y1 or other.y1 <= self.y
+        )
+
+    def inset(self, d: float) -> Rect:
+        return Rect(self.x + d, self.y + d, self.w - 2 * d, self.h - 2 * d)
+
+
+@dataclass(frozen=True)
+class TextLine:
+    text: str
+    x: float  # left end of the baseline
+    baseline: float
+    width: float
+
+
+@dataclass(frozen=True)
+class BalloonPlacement:
+    text: str
+    kind: BalloonKind
+    rect: Rect  # bounding box of the balloon shape (or of the sfx letters)
+    text_rect: Rect  # every glyph box lies inside this; for speech it is inscribed in the ellipse
+    font: str
+    font_size: float
+    lines: tuple[TextLine, ...]
+    tail_tip: tuple[float, float] | None = None
+    speaker_point: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class PanelPlacement:
+    page: int  # the story page number
+    pdf_page_index: int  # 0-based page in the PDF (the title page shifts it)
+    panel_id: str
+    rect: Rect  # the panel frame
+    image_rect: Rect  # where the image is drawn (inside rect; smaller when letterboxed)
+    balloons: tuple[BalloonPlacement, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayoutOutputs:
+    pdf: Path | None
+    cbz: Path | None
+    pages_png: list[Path] = field(default_factory=list)
+    placements: list[PanelPlacement] = field(default_factory=list)
