@@ -1,0 +1,239 @@
+"""Denoisers in the k-diffusion convention over a diffusers-style UNet.
+
+``CompVisDenoiser`` turns an eps- (or v-) predicting UNet into D(x, sigma), the way k-diffusion's
+``CompVisDenoiser`` wraps the CompVis model WebUI uses: the discrete sigma table comes from SD's
+scaled-linear betas, sigma -> t is continuous with log-sigma interpolation, and the UNet sees
+x / sqrt(sigma^2 + 1).
+
+``CFGDenoiser`` adds classifier-free guidance and prompt editing like WebUI's
+``sd_samplers_cfg_denoiser.CFGDenoiser``:
+
+- cond and uncond go through the UNet as one batch when their token lengths match; otherwise
+  either in two calls (WebUI's default) or, with ``pad_cond_uncond=True``, the shorter one is
+  padded with copies of the empty-prompt chunk and they go as one batch.
+- Prompt editing: conditioning comes from a schedule [(end_step, cond), ...]; the entry used is the
+  first whose end_step >= the current step. As in WebUI, the step counter advances once per model
+  call (so a second-order sampler advances it twice per step); plan prompt schedules over
+  ``SamplerSpec.schedule_steps(steps)`` to match WebUI. Call ``reset()`` before a new pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from storyboard.sampling import discrete_sigmas, table_sigma_to_t, table_t_to_sigma
+
+
+def scaled_linear_alphas_cumprod(
+    beta_start: float = 0.00085, beta_end: float = 0.012, num_steps: int = 1000
+) -> Tensor:
+    """SD's alphas_cumprod: computed in float64 and stored as float32, as ldm does."""
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
+
+
+class CompVisDenoiser(torch.nn.Module):
+    """D(x, sigma) = x - sigma * eps(x / sqrt(sigma^2 + 1), t(sigma)) (eps prediction), or the
+    v-prediction form c_skip * x + c_out * v with sigma_data = 1."""
+
+    alphas_cumprod: Tensor
+    sigmas: Tensor  # ascending, index = DDPM timestep
+
+    def __init__(
+        self,
+        unet: Callable[..., Any],
+        alphas_cumprod: Tensor | None = None,
+        *,
+        prediction_type: str = "epsilon",
+    ) -> None:
+        super().__init__()
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', not {prediction_type!r}")
+        self.unet = unet
+        self.prediction_type = prediction_type
+        acp = scaled_linear_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod.float()
+        self.register_buffer("alphas_cumprod", acp)
+        self.register_buffer("sigmas", discrete_sigmas(acp))
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    def sigma_to_t(self, sigma: Tensor) -> Tensor:
+        return table_sigma_to_t(self.sigmas, sigma)
+
+    def t_to_sigma(self, t: Tensor) -> Tensor:
+        return table_t_to_sigma(self.sigmas, t)
+
+    def _unet(
+        self, x: Tensor, t: Tensor, cond: Tensor, added_cond_kwargs: Mapping[str, Tensor] | None
+    ) -> Tensor:
+        dtype = getattr(self.unet, "dtype", x.dtype)
+        kwargs: dict[str, Any] = {"encoder_hidden_states": cond.to(dtype)}
+        if added_cond_kwargs is not None:
+            kwargs["added_cond_kwargs"] = {k: v.to(dtype) for k, v in added_cond_kwargs.items()}
+        out = self.unet(x.to(dtype), t, **kwargs)
+        out = out.sample if hasattr(out, "sample") else (out[0] if isinstance(out, tuple) else out)
+        return out.to(x.dtype)
+
+    def forward(
+        self,
+        x: Tensor,
+        sigma: Tensor,
+        cond: Tensor,
+        added_cond_kwargs: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        s = sigma.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        c_in = 1 / (s**2 + 1) ** 0.5
+        out = self._unet(x * c_in, self.sigma_to_t(sigma), cond, added_cond_kwargs)
+        if self.prediction_type == "epsilon":
+            return x + out * (-s)
+        c_skip = 1 / (s**2 + 1)
+        c_out = -s / (s**2 + 1) ** 0.5
+        return out * c_out + x * c_skip
+
+
+@dataclass
+class Conditioning:
+    """Text conditioning for a batch: hidden states (B, T, C) and, for SDXL, added_cond_kwargs
+    (text_embeds, time_ids), each batch-first."""
+
+    hidden: Tensor
+    added: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.hidden.shape[1])
+
+
+CondLike = Conditioning | Tensor
+Schedule = Sequence[tuple[int, CondLike]]
+
+
+def _as_cond(c: CondLike) -> Conditioning:
+    return c if isinstance(c, Conditioning) else Conditioning(c)
+
+
+def _cat(conds: Sequence[Conditioning]) -> Conditioning:
+    keys = conds[0].added.keys()
+    return Conditioning(
+        torch.cat([c.hidden for c in conds]), {k: torch.cat([c.added[k] for c in conds]) for k in keys}
+    )
+
+
+def stack_conds(hidden: Sequence[Tensor]) -> Tensor:
+    """Stack per-image (T_i, C) conds into (B, T, C), padding shorter ones by repeating their last
+    vector, as WebUI's prompt_parser.stack_conds does for prompt-editing batches."""
+    token_count = max(h.shape[0] for h in hidden)
+    padded = [
+        h if h.shape[0] == token_count else torch.cat([h, h[-1:].repeat(token_count - h.shape[0], 1)])
+        for h in hidden
+    ]
+    return torch.stack(padded)
+
+
+def merge_schedules(per_image: Sequence[Sequence[tuple[int, Tensor]]]) -> list[tuple[int, Tensor]]:
+    """Per-image schedules [(end_step, (T, C)), ...] -> one batch schedule [(end_step, (B, T, C))]
+    with an entry at every boundary of any image."""
+    ends = sorted({end for sched in per_image for end, _ in sched})
+
+    def pick(sched: Sequence[tuple[int, Tensor]], step: int) -> Tensor:
+        for end, c in sched:
+            if step <= end:
+                return c
+        return sched[-1][1]
+
+    return [(end, stack_conds([pick(s, end) for s in per_image])) for end in ends]
+
+
+def _pad(c: Conditioning, repeats: int, empty: Tensor) -> Conditioning:
+    fill = empty.to(c.hidden).repeat(c.hidden.shape[0], repeats, 1)
+    return Conditioning(torch.cat([c.hidden, fill], dim=1), c.added)
+
+
+class CFGDenoiser:
+    """Classifier-free guidance over a k-diffusion denoiser: D = D_u + scale * (D_c - D_u).
+
+    `cond` / `uncond` are a Conditioning or tensor (B, T, C), or a schedule [(end_step, cond)] for
+    prompt editing. `model(x, sigma, cond=..., added_cond_kwargs=...)` is usually a CompVisDenoiser.
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Tensor],
+        cond: CondLike | Schedule,
+        uncond: CondLike | Schedule,
+        cfg_scale: float,
+        cond_schedule: Schedule | None = None,
+        *,
+        uncond_schedule: Schedule | None = None,
+        pad_cond_uncond: bool = False,
+        empty_chunk: Tensor | None = None,
+        batch_cond_uncond: bool = True,
+    ) -> None:
+        self.model = model
+        self.cfg_scale = float(cfg_scale)
+        self.cond_schedule = self._schedule(cond_schedule if cond_schedule is not None else cond)
+        self.uncond_schedule = self._schedule(uncond_schedule if uncond_schedule is not None else uncond)
+        if pad_cond_uncond and empty_chunk is None:
+            raise ValueError("pad_cond_uncond needs empty_chunk (the encoded empty prompt, (1, 77, C))")
+        self.pad_cond_uncond = pad_cond_uncond
+        self.empty_chunk = empty_chunk
+        self.batch_cond_uncond = batch_cond_uncond
+        self.step = 0
+        self.padded = False  # WebUI writes "Pad conds: True" into infotext when this happened
+
+    @staticmethod
+    def _schedule(c: CondLike | Schedule) -> list[tuple[int, Conditioning]]:
+        if isinstance(c, (Tensor, Conditioning)):
+            return [(2**62, _as_cond(c))]
+        sched = [(int(end), _as_cond(v)) for end, v in c]
+        if not sched:
+            raise ValueError("empty conditioning schedule")
+        return sched
+
+    @staticmethod
+    def _at(sched: list[tuple[int, Conditioning]], step: int) -> Conditioning:
+        for end, c in sched:
+            if step <= end:
+                return c
+        return sched[-1][1]
+
+    def reset(self) -> None:
+        self.step = 0
+
+    def _run(self, x: Tensor, sigma: Tensor, c: Conditioning) -> Tensor:
+        return self.model(x, sigma, cond=c.hidden, added_cond_kwargs=c.added or None)
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        cond = self._at(self.cond_schedule, self.step)
+        uncond = self._at(self.uncond_schedule, self.step)
+        b = x.shape[0]
+        if self.pad_cond_uncond and cond.tokens != uncond.tokens:
+            assert self.empty_chunk is not None
+            repeats = (cond.tokens - uncond.tokens) // self.empty_chunk.shape[1]
+            if repeats < 0:
+                cond = _pad(cond, -repeats, self.empty_chunk)
+            elif repeats > 0:
+                uncond = _pad(uncond, repeats, self.empty_chunk)
+            self.padded = True
+        x_in = torch.cat([x, x])
+        sigma_in = torch.cat([sigma, sigma])
+        if cond.tokens == uncond.tokens and self.batch_cond_uncond:
+            out = self._run(x_in, sigma_in, _cat([cond, uncond]))
+        else:
+            out = torch.cat([self._run(x, sigma, cond), self._run(x, sigma, uncond)])
+        out_cond, out_uncond = out[:b], out[b:]
+        denoised = out_uncond.clone()
+        denoised += (out_cond - out_uncond) * self.cfg_scale
+        self.step += 1
+        return denoised
