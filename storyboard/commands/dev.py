@@ -1,0 +1,45 @@
+"""`storyboard dev`: developer tools (tiny offline models for tests and demos)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="dev",
+    help="Developer tools: build tiny random-weight models to try storyboard without a GPU or downloads.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(highlight=False)
+
+
+@app.callback()
+def dev() -> None:
+    """Developer tools: tiny random-weight models for trying storyboard offline."""
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the tiny WebUI-style install into.")],
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write a tiny random-weight SD1.x model (single file, diffusers folder, VAE, embedding, LoRAs)."""
+    from storyboard.models.tiny import write_tiny_model
+
+    tiny = write_tiny_model(out_dir, seed=seed)
+    rows = [
+        ("checkpoint", tiny.checkpoint),
+        ("diffusers folder", tiny.diffusers_dir),
+        ("VAE", tiny.vae),
+        ("embedding", tiny.embedding),
+        *[("LoRA", p) for p in tiny.loras],
+    ]
+    for label, path in rows:
+        console.print(f"wrote {label:<16} {path}")
+    if not tiny.loras:
+        console.print("no LoRAs written (storyboard.models.lora_write is not available)")
+    console.print(f"use it in a story with `render: {{webui_root: {tiny.root}, model: tiny-sd}}`")
