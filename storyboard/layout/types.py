@@ -25,17 +25,22 @@ class LayoutSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     page_size: PageSizeName | tuple[float, float] = "A4"
-    dpi: int = Field(300, ge=36, le=1200, description="print resolution of placed images and PNG pages")
-    margin_mm: float = Field(10.0, ge=0, le=60)
-    gutter_mm: float = Field(4.0, ge=0, le=30)
-    bleed_mm: float = Field(0.0, ge=0, le=20)
+    dpi: int = Field(
+        default=300, ge=10, le=1200, description="print resolution of placed images and PNG pages"
+    )
+    margin_mm: float = Field(default=10.0, ge=0, le=60)
+    gutter_mm: float = Field(default=4.0, ge=0, le=30)
+    bleed_mm: float = Field(default=0.0, ge=0, le=20)
     trim_marks: bool = False
-    border_width_pt: float = Field(1.5, ge=0, le=12)
+    border_width_pt: float = Field(default=1.5, ge=0, le=12)
     reading_direction: Literal["ltr", "rtl"] = "ltr"
     fit: Literal["crop", "letterbox"] = "crop"
+    # Panel art is embedded in the PDF as JPEG at this quality (5x smaller than lossless for
+    # rendered art); null keeps it lossless (Flate).
+    jpeg_quality: int | None = Field(default=92, ge=50, le=100)
     font: str | None = None
     cjk_font: str | None = None
-    font_size_pt: float = Field(9.0, ge=4, le=36)
+    font_size_pt: float = Field(default=9.0, ge=4, le=36)
     title_page: bool = False
     page_numbers: bool = True
     formats: tuple[OutputFormat, ...] = ("pdf", "cbz", "png")
@@ -152,9 +157,7 @@ class Rect:
         )
 
     def overlaps(self, other: Rect) -> bool:
-        return not (
-            other.x >= self.x1 or other.x1 <= self.x or other.y >= self.y1 or other.y1 <= self.y
-        )
+        return not (other.x >= self.x1 or other.x1 <= self.x or other.y >= self.y1 or other.y1 <= self.y)
 
     def inset(self, d: float) -> Rect:
         return Rect(self.x + d, self.y + d, self.w - 2 * d, self.h - 2 * d)

@@ -1,0 +1,133 @@
+"""Turn pages of panels into page drawings and panel placements (no file output here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from storyboard.errors import StoryboardError
+from storyboard.layout.drawing import BLACK, WHITE, ImageOp, LineOp, Op, PageDrawing, RectOp, TextOp
+from storyboard.layout.fonts import FontSet, font_for, string_width
+from storyboard.layout.geometry import bleeds, fit_image, panel_rects, print_pixels
+from storyboard.layout.lettering import LetteringStyle, letter_panel
+from storyboard.layout.pagesize import MM, PageGeometry, page_geometry
+from storyboard.layout.templates import Template, choose_template, get_template
+from storyboard.layout.textfit import fit_text
+from storyboard.layout.types import LayoutMeta, LayoutPage, LayoutSettings, PanelPlacement, Rect
+
+
+def load_panel_image(path: Path, where: str) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError as exc:
+        raise StoryboardError(
+            f"{where}: panel image {path} does not exist",
+            hint="render the panels first (`storyboard build` or `storyboard render`)",
+        ) from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise StoryboardError(f"{where}: {path} is not a readable image ({exc})") from exc
+
+
+def page_template(
+    page: LayoutPage, images: list[Image.Image], templates: dict[str, Template], geo: PageGeometry
+) -> Template:
+    n = len(page.panels)
+    if page.template is None:
+        return choose_template(
+            n, [im.width / im.height for im in images], templates, live_aspect=geo.live.w / geo.live.h
+        )
+    tpl = get_template(page.template, templates)
+    if tpl.n_panels != n:
+        raise StoryboardError(
+            f"page {page.number}: template {tpl.name!r} has {tpl.n_panels} panels but the page has {n}",
+            hint="pick a template with that many panels, or leave `template` unset to choose automatically",
+        )
+    return tpl
+
+
+def trim_mark_ops(geo: PageGeometry) -> list[Op]:
+    """Corner marks in the slug, starting just outside the bleed so they never print on the page."""
+    ops: list[Op] = []
+    gap = geo.bleed.x - 1.0
+    t = geo.trim
+    for x in (t.x, t.x1):
+        ops.append(LineOp((x, 0.0), (x, gap), 0.25))
+        ops.append(LineOp((x, geo.media_h - gap), (x, geo.media_h), 0.25))
+    for y in (t.y, t.y1):
+        ops.append(LineOp((0.0, y), (gap, y), 0.25))
+        ops.append(LineOp((geo.media_w - gap, y), (geo.media_w, y), 0.25))
+    return ops
+
+
+def _blank(geo: PageGeometry, settings: LayoutSettings) -> PageDrawing:
+    drawing = PageDrawing(geo.media_w, geo.media_h, geo.trim, geo.bleed)
+    drawing.ops.append(RectOp(Rect(0, 0, geo.media_w, geo.media_h), WHITE, None, 0))
+    if settings.trim_marks:
+        drawing.ops += trim_mark_ops(geo)
+    return drawing
+
+
+def compose_page(
+    page: LayoutPage,
+    pdf_index: int,
+    settings: LayoutSettings,
+    fonts: FontSet,
+    templates: dict[str, Template],
+    language: str,
+) -> tuple[PageDrawing, list[PanelPlacement]]:
+    geo = page_geometry(settings)
+    if not page.panels:
+        raise StoryboardError(f"page {page.number} has no panels")
+    images = [load_panel_image(p.image, f"page {page.number}, panel {p.id}") for p in page.panels]
+    tpl = page_template(page, images, templates, geo)
+    rtl = settings.reading_direction == "rtl"
+    rects = panel_rects(tpl, geo, settings.gutter_mm * MM, rtl)
+    bleeding = bleeds(tpl, geo)
+    drawing = _blank(geo, settings)
+    style = LetteringStyle(settings.font_size_pt, language, rtl, settings.border_width_pt)
+    placements = []
+    lettering_ops: list[Op] = []
+    for panel, img, rect in zip(page.panels, images, rects, strict=True):
+        fit = fit_image(img.width, img.height, rect, settings.fit, panel.focus)
+        placed = img.crop(fit.crop).resize(print_pixels(fit.dest, settings.dpi), Image.Resampling.LANCZOS)
+        drawing.ops.append(ImageOp(fit.dest, placed))
+        if settings.border_width_pt > 0 and not bleeding:
+            drawing.ops.append(RectOp(rect, None, BLACK, settings.border_width_pt))
+        where = f"page {page.number}, panel {panel.id}"
+        balloons, ops = letter_panel(panel, rect, fonts, style, where, safe=geo.live)
+        lettering_ops += ops
+        placements.append(PanelPlacement(page.number, pdf_index, panel.id, rect, fit.dest, tuple(balloons)))
+    # Lettering last so a balloon that reaches over a gutter is never covered by the next panel.
+    drawing.ops += lettering_ops
+    # No folio on a full-bleed splash (it would sit on the art), as print comics do.
+    if settings.page_numbers and settings.margin_mm >= 5 and not bleeding:
+        label = str(page.number)
+        font = fonts.regular
+        size = min(8.0, settings.margin_mm * MM * 0.5)
+        x = geo.trim.cx - string_width(label, font, size) / 2
+        drawing.ops.append(TextOp(x, geo.live.y - size * 1.6, label, font, size))
+    return drawing, placements
+
+
+def compose_title_page(meta: LayoutMeta, settings: LayoutSettings, fonts: FontSet) -> PageDrawing:
+    geo = page_geometry(settings)
+    drawing = _blank(geo, settings)
+    live = geo.live
+    y = live.y + live.h * 0.62
+    blocks: list[tuple[str, float, bool]] = [(meta.title, 30.0, True)]
+    if meta.author:
+        blocks.append((meta.author, 14.0, False))
+    if meta.summary:
+        blocks.append((meta.summary, 10.0, False))
+    for text, size, bold in blocks:
+        font = font_for(text, fonts, meta.language, bold=bold)
+        fitted = fit_text(text, font, size, live.w * 0.8, live.h * 0.3, shape=None)
+        if fitted is None:
+            raise StoryboardError(f"the title page text {text[:40]!r} is too long to fit on the page")
+        for i, (line, w) in enumerate(zip(fitted.lines, fitted.widths, strict=True)):
+            base = y - fitted.ascent - i * fitted.line_height
+            drawing.ops.append(TextOp(live.cx - w / 2, base, line, font, fitted.size))
+        y -= fitted.height + size * 1.5
+    return drawing

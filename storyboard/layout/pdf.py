@@ -1,0 +1,91 @@
+"""Write page drawings to a PDF with reportlab; all lettering stays real, selectable text."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+from reportlab.lib.utils import ImageReader
+from reportlab.pdfgen import canvas as rl_canvas
+
+from storyboard.layout.drawing import ImageOp, LineOp, PageDrawing, PathOp, RectOp, TextOp
+from storyboard.layout.types import LayoutMeta
+
+
+def _box(c: rl_canvas.Canvas, page: PageDrawing) -> None:
+    t, b = page.trim, page.bleed
+    c.setTrimBox((t.x, t.y, t.x1, t.y1))
+    c.setBleedBox((b.x, b.y, b.x1, b.y1))
+
+
+def _image_source(image: Image.Image, jpeg_quality: int | None) -> ImageReader:
+    if jpeg_quality is None:
+        return ImageReader(image)
+    # reportlab embeds JPEG data as-is (DCTDecode) when it is handed a JPEG stream.
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=jpeg_quality, subsampling=0 if jpeg_quality >= 90 else 2)
+    return ImageReader(io.BytesIO(buf.getvalue()))
+
+
+def draw_page(c: rl_canvas.Canvas, page: PageDrawing, jpeg_quality: int | None = None) -> None:
+    for op in page.ops:
+        if isinstance(op, ImageOp):
+            r = op.rect
+            c.drawImage(_image_source(op.image, jpeg_quality), r.x, r.y, r.w, r.h)
+        elif isinstance(op, RectOp):
+            r = op.rect
+            if op.fill:
+                c.setFillColorRGB(*op.fill)
+            if op.stroke:
+                c.setStrokeColorRGB(*op.stroke)
+                c.setLineWidth(op.width)
+            c.rect(r.x, r.y, r.w, r.h, stroke=int(op.stroke is not None), fill=int(op.fill is not None))
+        elif isinstance(op, PathOp):
+            path = c.beginPath()
+            path.moveTo(*op.points[0])
+            for p in op.points[1:]:
+                path.lineTo(*p)
+            path.close()
+            if op.fill:
+                c.setFillColorRGB(*op.fill)
+            if op.stroke:
+                c.setStrokeColorRGB(*op.stroke)
+                c.setLineWidth(op.width)
+                c.setLineJoin(1)
+            c.drawPath(path, stroke=int(op.stroke is not None), fill=int(op.fill is not None))
+        elif isinstance(op, LineOp):
+            c.setStrokeColorRGB(*op.color)
+            c.setLineWidth(op.width)
+            c.line(*op.p0, *op.p1)
+        elif isinstance(op, TextOp):
+            text = c.beginText(op.x, op.baseline)
+            text.setFont(op.font.name, op.size)
+            c.setFillColorRGB(*op.fill)
+            if op.outline is not None:
+                # Fill then stroke in one text object: one copy of the string in the text layer.
+                c.setStrokeColorRGB(0, 0, 0)
+                c.setLineWidth(0.6)
+                text.setTextRenderMode(2)
+            text.textOut(op.text)
+            c.drawText(text)
+
+
+def write_pdf(
+    pages: list[PageDrawing], path: Path, meta: LayoutMeta, *, jpeg_quality: int | None = None
+) -> None:
+    """Write all pages to path (the caller makes it atomic). invariant=1: same input, same bytes."""
+    c = rl_canvas.Canvas(str(path), invariant=1, pageCompression=1)
+    c.setTitle(meta.title)
+    if meta.author:
+        c.setAuthor(meta.author)
+    if meta.summary:
+        c.setSubject(meta.summary)
+    c.setCreator("storyboard")
+    for page in pages:
+        c.setPageSize((page.width, page.height))
+        if page.bleed != page.trim:
+            _box(c, page)
+        draw_page(c, page, jpeg_quality)
+        c.showPage()
+    c.save()

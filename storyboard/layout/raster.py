@@ -1,0 +1,100 @@
+"""PNG pages.
+
+The primary path rasterises the finished PDF with poppler's pdftoppm, so the PNG/CBZ pages are
+pixel-for-pixel what prints (same text shaping, same anti-aliasing). Without poppler the same page
+drawings are painted with PIL instead; that fallback matches the geometry but not the exact glyph
+rendering, and CID-font CJK text needs a TrueType font there (it falls back to DejaVu or PIL's font).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from storyboard.layout.drawing import ImageOp, LineOp, PageDrawing, PathOp, RectOp, TextOp
+from storyboard.layout.fonts import FontSpec, find_family
+
+
+def pdftoppm_available() -> bool:
+    return shutil.which("pdftoppm") is not None
+
+
+def rasterize_pdf(pdf: Path, dpi: int, n_pages: int) -> list[Image.Image]:
+    exe = shutil.which("pdftoppm")
+    if exe is None:
+        raise RuntimeError("pdftoppm is not installed")
+    with tempfile.TemporaryDirectory(prefix="storyboard-ppm-") as tmp:
+        subprocess.run([exe, "-png", "-r", str(dpi), str(pdf), f"{tmp}/p"], check=True, capture_output=True)
+        # pdftoppm pads page numbers to the width of the last one: p-1.png or p-01.png ...
+        files = sorted(Path(tmp).glob("p-*.png"), key=lambda p: int(p.stem.split("-")[-1]))
+        if len(files) != n_pages:
+            raise RuntimeError(f"pdftoppm wrote {len(files)} pages, expected {n_pages}")
+        images = []
+        for f in files:
+            with Image.open(f) as im:
+                images.append(im.convert("RGB"))
+        return images
+
+
+def _rgb(c: tuple[float, float, float]) -> tuple[int, int, int]:
+    return (round(c[0] * 255), round(c[1] * 255), round(c[2] * 255))
+
+
+def _pil_font(font: FontSpec, px: float) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    path = font.path or find_family("DejaVu Sans")
+    if path is not None:
+        # Fractional sizes keep line widths true to the PDF metrics at low resolutions.
+        return ImageFont.truetype(str(path), max(1.0, px))
+    return ImageFont.load_default(max(1.0, px))
+
+
+def paint_page(page: PageDrawing, dpi: int) -> Image.Image:
+    s = dpi / 72.0
+    w, h = round(page.width * s), round(page.height * s)
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+
+    def pt(x: float, y: float) -> tuple[float, float]:
+        return (x * s, (page.height - y) * s)
+
+    for op in page.ops:
+        if isinstance(op, ImageOp):
+            r = op.rect
+            x0, y0 = pt(r.x, r.y1)
+            size = (max(1, round(r.w * s)), max(1, round(r.h * s)))
+            img.paste(op.image.resize(size, Image.Resampling.LANCZOS), (round(x0), round(y0)))
+        elif isinstance(op, RectOp):
+            r = op.rect
+            x0, y0 = pt(r.x, r.y1)
+            x1, y1 = pt(r.x1, r.y)
+            draw.rectangle(
+                (x0, y0, x1, y1),
+                fill=_rgb(op.fill) if op.fill else None,
+                outline=_rgb(op.stroke) if op.stroke else None,
+                width=max(1, round(op.width * s)) if op.stroke else 0,
+            )
+        elif isinstance(op, PathOp):
+            pts = [pt(*p) for p in op.points]
+            draw.polygon(
+                pts,
+                fill=_rgb(op.fill) if op.fill else None,
+                outline=_rgb(op.stroke) if op.stroke else None,
+                width=max(1, round(op.width * s)) if op.stroke else 0,
+            )
+        elif isinstance(op, LineOp):
+            draw.line([pt(*op.p0), pt(*op.p1)], fill=_rgb(op.color), width=max(1, round(op.width * s)))
+        elif isinstance(op, TextOp):
+            draw.text(
+                pt(op.x, op.baseline),
+                op.text,
+                font=_pil_font(op.font, op.size * s),
+                fill=_rgb(op.fill),
+                anchor="ls",
+                stroke_width=round(0.6 * s) if op.outline else 0,
+                stroke_fill=(0, 0, 0),
+            )
+    return img

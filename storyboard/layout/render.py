@@ -1,0 +1,130 @@
+"""render_comic: pages of finished (or draft) panel images -> PDF, CBZ and PNG pages."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import tempfile
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from storyboard.errors import StoryboardError
+from storyboard.layout.cbz import CbzPage, write_cbz
+from storyboard.layout.compose import compose_page, compose_title_page
+from storyboard.layout.drawing import PageDrawing
+from storyboard.layout.fonts import resolve_fonts
+from storyboard.layout.pdf import write_pdf
+from storyboard.layout.raster import paint_page, pdftoppm_available, rasterize_pdf
+from storyboard.layout.templates import list_templates
+from storyboard.layout.types import LayoutMeta, LayoutOutputs, LayoutPage, LayoutSettings, PanelPlacement
+
+
+def slugify(title: str) -> str:
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    return slug or "comic"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # open(..., "xb") rather than mkstemp: the file gets the usual umask permissions, not 0600.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _png_bytes(img: Image.Image, dpi: int) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG", dpi=(dpi, dpi))
+    return buf.getvalue()
+
+
+def _check_numbers(pages: Sequence[LayoutPage]) -> None:
+    numbers = [p.number for p in pages]
+    if any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
+        raise StoryboardError(
+            f"page numbers must increase in reading order, got {numbers}",
+            hint="number the pages 1, 2, 3 ... in the order they are read",
+        )
+
+
+def render_comic(
+    meta: LayoutMeta,
+    pages: Sequence[LayoutPage],
+    settings: LayoutSettings,
+    out_dir: Path,
+    *,
+    template_dirs: list[Path] | None = None,
+) -> LayoutOutputs:
+    """Lay out every page and write the requested formats into out_dir.
+
+    Files: <slug>.pdf, <slug>.cbz and pages/page-NNN.png (NNN = story page number; a title page is
+    page-000), each written to a temporary file and moved into place, so a crash never leaves a
+    half-written comic. Old page PNGs that no longer belong to the comic are removed.
+    """
+    if not pages:
+        raise StoryboardError("the story has no pages to lay out")
+    _check_numbers(pages)
+    fonts = resolve_fonts(settings.font, settings.cjk_font)
+    templates = list_templates(template_dirs)
+    drawings: list[PageDrawing] = []
+    names: list[str] = []
+    placements: list[PanelPlacement] = []
+    if settings.title_page:
+        drawings.append(compose_title_page(meta, settings, fonts))
+        names.append("page-000.png")
+    for page in pages:
+        drawing, placed = compose_page(page, len(drawings), settings, fonts, templates, meta.language)
+        drawings.append(drawing)
+        names.append(f"page-{page.number:03d}.png")
+        placements += placed
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = slugify(meta.title)
+    formats = set(settings.formats)
+    rtl = settings.reading_direction == "rtl"
+    pdf_out = out_dir / f"{slug}.pdf" if "pdf" in formats else None
+    need_pages = bool(formats & {"png", "cbz"})
+    pages_png: list[Path] = []
+    cbz_out: Path | None = None
+
+    with tempfile.TemporaryDirectory(prefix="storyboard-layout-") as tmp:
+        tmp_pdf = Path(tmp) / "comic.pdf"
+        if pdf_out is not None or (need_pages and pdftoppm_available()):
+            write_pdf(drawings, tmp_pdf, meta, jpeg_quality=settings.jpeg_quality)
+        if pdf_out is not None:
+            atomic_write(pdf_out, tmp_pdf.read_bytes())
+        if need_pages:
+            if pdftoppm_available():
+                images = rasterize_pdf(tmp_pdf, settings.dpi, len(drawings))
+            else:
+                images = [paint_page(d, settings.dpi) for d in drawings]
+            encoded = [_png_bytes(im, settings.dpi) for im in images]
+            if "png" in formats:
+                pages_dir = out_dir / "pages"
+                for name, data in zip(names, encoded, strict=True):
+                    atomic_write(pages_dir / name, data)
+                    pages_png.append(pages_dir / name)
+                for stale in pages_dir.glob("page-*.png"):
+                    if stale.name not in names:
+                        stale.unlink()
+            if "cbz" in formats:
+                cbz_pages = [
+                    CbzPage(name, data, im.width, im.height, cover=settings.title_page and i == 0)
+                    for i, (name, data, im) in enumerate(zip(names, encoded, images, strict=True))
+                ]
+                cbz_out = out_dir / f"{slug}.cbz"
+                tmp_cbz = Path(tmp) / "comic.cbz"
+                write_cbz(tmp_cbz, meta, cbz_pages, rtl)
+                atomic_write(cbz_out, tmp_cbz.read_bytes())
+    return LayoutOutputs(pdf=pdf_out, cbz=cbz_out, pages_png=pages_png, placements=placements)
