@@ -1,4 +1,4 @@
-"""JSON Schema of the story file, for editors (YAML language servers read `# yaml-language-server: $schema=`)."""
+"""JSON Schema of the story file, for editors (YAML language servers read `# yaml-language-server`)."""
 
 from __future__ import annotations
 

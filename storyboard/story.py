@@ -85,7 +85,9 @@ class Style(Strict):
     negative: str = Field("", description="Added to every negative prompt.")
 
 
-UPSCALERS_HINT = "Latent, Latent (antialiased), Latent (bicubic), Latent (nearest-exact), Lanczos, or a model file"
+UPSCALERS_HINT = (
+    "Latent, Latent (antialiased), Latent (bicubic), Latent (nearest-exact), Lanczos, or a model file"
+)
 
 
 class HiresFix(Strict):
@@ -123,9 +125,12 @@ class RenderSettings(Strict):
     negative: str = Field("", description="Negative prompt for every panel.")
     template: str = Field("default", description="Prompt template name in templates/prompts/.")
     noise_source: Literal["cpu", "gpu"] = Field(
-        "gpu", description="Where initial noise is drawn: 'gpu' as WebUI's default, 'cpu' for any-device seeds."
+        "gpu",
+        description="Where initial noise is drawn: 'gpu' as WebUI's default, 'cpu' for any-device seeds.",
     )
-    webui_root: Path | None = Field(None, description="A WebUI install: its models/ and embeddings/ are used.")
+    webui_root: Path | None = Field(
+        None, description="A WebUI install: its models/ and embeddings/ are used."
+    )
     folders: ModelFolderSettings = Field(default_factory=ModelFolderSettings)
     allow_pickle: bool = Field(False, description="Allow .ckpt/.pt weights (pickle can run code).")
 
@@ -183,8 +188,8 @@ class Story(Strict):
     summary: str | None = None
     seed_base: str | None = Field(None, description="Seeds derive from this and panel ids; default: title.")
     characters: dict[str, Character] = Field(default_factory=dict)
-    style: Style = Field(default_factory=Style)
-    render: RenderSettings = Field(default_factory=RenderSettings)
+    style: Style = Field(default_factory=lambda: Style())
+    render: RenderSettings = Field(default_factory=lambda: RenderSettings())
     layout: LayoutSettings = Field(default_factory=LayoutSettings)
     pages: list[Page] = Field(min_length=1)
 
@@ -222,4 +227,3 @@ class Story(Strict):
         from storyboard.errors import StoryboardError
 
         raise StoryboardError(f"No panel {panel_id!r} in the story.{hint}")
-

@@ -98,15 +98,19 @@ def _load_character_file(doc: YamlDocument, cid: str, ref: str, problems: list[s
     dirs = character_search_dirs(doc.path)
     name = ref if ref.endswith((".yaml", ".yml")) else f"{ref}.yaml"
     if Path(name).is_absolute() or ".." in Path(name).parts:
-        problems.append(f"{doc.position(('characters', cid))}: characters.{cid}: {ref!r} must be a file name "
-                        f"in a characters/ folder, not a path")
+        problems.append(
+            f"{doc.position(('characters', cid))}: characters.{cid}: {ref!r} must be a file name "
+            f"in a characters/ folder, not a path"
+        )
         return None
     for d in dirs:
         candidate = d / name
         if candidate.is_file():
             cdoc = load_yaml(candidate)
             if not isinstance(cdoc.data, dict):
-                problems.append(f"{cdoc.position(())}: a character file must be a mapping (lora, triggers...).")
+                problems.append(
+                    f"{cdoc.position(())}: a character file must be a mapping (lora, triggers...)."
+                )
                 return None
             try:
                 return Character.model_validate(_plain(cdoc.data))
@@ -217,14 +221,15 @@ def _format_errors(
             close = get_close_matches(name, allowed, n=1, cutoff=0.5)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             known = f" Allowed here: {', '.join(allowed)}." if allowed and not close else ""
-            out.append(f"{pos}: {field}: unknown key '{name}'.{hint}{known}")
+            parent = _dotted(full[:-1])
+            out.append(f"{pos}: {parent + ': ' if parent else ''}unknown key '{name}'.{hint}{known}")
             continue
         if kind == "missing":
             out.append(f"{pos}: {field}: required field is missing; add '{loc[-1]}:' here.")
             continue
         msg = err["msg"]
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         got = err.get("input")
         shown = "" if isinstance(got, (dict, list)) or kind.startswith("value_error") else f" (got {got!r})"
         where = f"{field}: " if field else ""

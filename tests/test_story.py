@@ -64,35 +64,83 @@ def test_lora_weight_forms(tmp_path):
     c = load(text, tmp_path).story.characters["ann"]
     assert (c.te, c.unet) == (0.5, 0.8)
     assert c.tag == "<lora:ann_v1:0.5:0.8>"
-    c2 = load(GOOD.replace("    lora: ann_v1\n", "    lora: loras/sub/ann_v1.safetensors\n    weight: 0.75\n"),
-              tmp_path).story.characters["ann"]
+    c2 = load(
+        GOOD.replace("    lora: ann_v1\n", "    lora: loras/sub/ann_v1.safetensors\n    weight: 0.75\n"),
+        tmp_path,
+    ).story.characters["ann"]
     assert c2.tag == "<lora:ann_v1:0.75>"
 
 
 BAD = [
     # (description, replace-this, with-this, expected line:col, expected words in the message)
-    ("unknown key with suggestion", "      - scene: a park\n", "      - scene: a park\n        caption_text: x\n",
-     "9:9", ["unknown key 'caption_text'", "Did you mean 'caption'?"]),
-    ("misspelt top-level key", "title: T\n", "title: T\nstlye: {}\n", "2:1", ["unknown key 'stlye'", "'style'"]),
-    ("wrong type", "        seed: 42\n", "        seed: forty\n", "12:15", ["pages[0].panels[1].seed",
-                                                                         "valid integer", "'forty'"]),
-    ("seed out of range", "        seed: 42\n", "        seed: 4294967295\n", "12:15", ["less than or equal"]),
-    ("missing scene", "      - scene: a park\n        characters: [ann]\n", "      - characters: [ann]\n",
-     "8:9", ["pages[0].panels[0].scene", "required field is missing"]),
-    ("unknown character", "        characters: [ann]\n", "        characters: [anne]\n", "9:22",
-     ["unknown character 'anne'", "Did you mean 'ann'?"]),
+    (
+        "unknown key with suggestion",
+        "      - scene: a park\n",
+        "      - scene: a park\n        caption_text: x\n",
+        "9:9",
+        ["unknown key 'caption_text'", "Did you mean 'caption'?"],
+    ),
+    (
+        "misspelt top-level key",
+        "title: T\n",
+        "title: T\nstlye: {}\n",
+        "2:1",
+        ["unknown key 'stlye'", "'style'"],
+    ),
+    (
+        "wrong type",
+        "        seed: 42\n",
+        "        seed: forty\n",
+        "12:15",
+        ["pages[0].panels[1].seed", "valid integer", "'forty'"],
+    ),
+    (
+        "seed out of range",
+        "        seed: 42\n",
+        "        seed: 4294967295\n",
+        "12:15",
+        ["less than or equal"],
+    ),
+    (
+        "missing scene",
+        "      - scene: a park\n        characters: [ann]\n",
+        "      - characters: [ann]\n",
+        "8:9",
+        ["pages[0].panels[0].scene", "required field is missing"],
+    ),
+    (
+        "unknown character",
+        "        characters: [ann]\n",
+        "        characters: [anne]\n",
+        "9:22",
+        ["unknown character 'anne'", "Did you mean 'ann'?"],
+    ),
     ("bad panel id", "      - id: close\n", "      - id: ../../etc\n", "10:13", ["file name"]),
     ("duplicate panel id", "      - id: close\n", "      - id: p1.1\n", "10:13", ["used twice"]),
-    ("bad override", "          steps: 30\n", "          stepz: 30\n", "14:11",
-     ["render.stepz", "Did you mean 'steps'?"]),
+    (
+        "bad override",
+        "          steps: 30\n",
+        "          stepz: 30\n",
+        "14:11",
+        ["panels[1].render: unknown key 'stepz'", "Did you mean 'steps'?"],
+    ),
     ("width not multiple of 8", "pages:\n", "render:\n  width: 500\npages:\n", "7:10", ["multiple of 8"]),
     ("yaml syntax", "title: T\n", "title: [T\n", "", ["YAML syntax error"]),
     ("no pages", "pages:\n  - panels:\n", "x_pages:\n  - panels:\n", "", ["unknown key 'x_pages'"]),
-    ("bad hires scale", "          hires: {scale: 1.5}\n", "          hires: {scale: 9}\n", "15:26",
-     ["less than or equal to 4"]),
-    ("unknown dialogue speaker", "        seed: 42\n",
-     "        seed: 42\n        dialogue:\n          - {speaker: bob, text: hi}\n", "14:23",
-     ["unknown speaker 'bob'"]),
+    (
+        "bad hires scale",
+        "          hires: {scale: 1.5}\n",
+        "          hires: {scale: 9}\n",
+        "15:26",
+        ["less than or equal to 4"],
+    ),
+    (
+        "unknown dialogue speaker",
+        "        seed: 42\n",
+        "        seed: 42\n        dialogue:\n          - {speaker: bob, text: hi}\n",
+        "14:23",
+        ["unknown speaker 'bob'"],
+    ),
 ]
 
 

@@ -13,6 +13,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from storyboard.errors import StoryboardError
+from storyboard.prompt.parse import strip_comments
 from storyboard.story import Panel, Story
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -47,17 +48,22 @@ def _environment(dirs: tuple[Path, ...]) -> SandboxedEnvironment:
 
 
 def tidy(text: str) -> str:
-    """One prompt part per line -> one comma-separated prompt; blank parts and stray commas dropped."""
+    """One prompt part per line -> one comma-separated prompt; blank parts and stray commas dropped.
+
+    `#` comments are removed first, per line, as WebUI does (scripts/comments.py): joining the lines
+    first would let a comment swallow every part after it.
+    """
     parts = []
-    for line in text.splitlines():
+    for line in strip_comments(text).splitlines():
         part = re.sub(r"\s+", " ", line).strip().strip(",").strip()
         if part:
             parts.append(part)
     return ", ".join(parts)
 
 
-def panel_context(story: Story, page: int, index: int, panel: Panel, render_quality: str,
-                  render_negative: str) -> dict[str, Any]:
+def panel_context(
+    story: Story, page: int, index: int, panel: Panel, render_quality: str, render_negative: str
+) -> dict[str, Any]:
     chars = []
     for cid in panel.characters:
         c = story.characters[cid]
@@ -102,20 +108,21 @@ def compose(template: str, dirs: list[Path], context: dict[str, Any]) -> Compose
     )
 
 
-def _render(env: SandboxedEnvironment, name: str, context: dict[str, Any], template: str,
-            dirs: list[Path]) -> str:
+def _render(
+    env: SandboxedEnvironment, name: str, context: dict[str, Any], template: str, dirs: list[Path]
+) -> str:
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateNotFound:
-        available = sorted(
-            {p.parent.name for d in dirs for p in (d / "prompts").glob("*/positive.j2")}
-        )
+        available = sorted({p.parent.name for d in dirs for p in (d / "prompts").glob("*/positive.j2")})
         raise StoryboardError(
             f"Prompt template {template!r} not found (looked for {name} in {', '.join(map(str, dirs))}).",
             hint=f"set render.template to one of: {', '.join(available) or 'default'}",
         ) from None
     except jinja2.TemplateSyntaxError as exc:
-        raise StoryboardError(f"{exc.filename or name}:{exc.lineno}: template syntax error: {exc.message}") from None
+        raise StoryboardError(
+            f"{exc.filename or name}:{exc.lineno}: template syntax error: {exc.message}"
+        ) from None
     except jinja2.exceptions.SecurityError as exc:
         raise StoryboardError(f"{_where(exc, name)}: template tried something unsafe: {exc}") from None
     except jinja2.UndefinedError as exc:

@@ -1,0 +1,212 @@
+"""plan -> render -> layout, redoing only what changed and keeping every finished panel.
+
+Each panel's job hash covers everything that changes its pixels (the PanelJob's pixel spec plus the
+renderer's identity for it: model/VAE/LoRA/embedding file hashes and engine version). A panel whose
+hash is in the store is reused; the rest are rendered and written one by one, each atomically, so an
+interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image, PngImagePlugin
+
+from storyboard.contact_sheet import contact_sheet
+from storyboard.draft import draw_draft
+from storyboard.plan import PanelJob, plan
+from storyboard.store import PanelStore, atomic_copy, atomic_write_bytes, safe_child
+from storyboard.story_load import LoadedStory
+
+
+@dataclass(frozen=True)
+class RenderedPanel:
+    job: PanelJob
+    image: Image.Image
+    infotext: str
+    seconds: float
+
+
+class Renderer(Protocol):
+    name: str
+
+    def identity(self, job: PanelJob) -> dict[str, Any]:
+        """What besides the job's own settings decides its pixels (file hashes, engine version)."""
+        ...
+
+    def render(self, jobs: Sequence[PanelJob]) -> Iterator[RenderedPanel]:
+        """Render the jobs (in any grouping), yielding each panel as soon as it is done."""
+        ...
+
+
+class DraftRenderer:
+    name = "draft"
+    version = "draft-2"  # bump whenever draw_draft changes its pixels
+
+    def identity(self, job: PanelJob) -> dict[str, Any]:
+        return {"renderer": self.version}
+
+    def render(self, jobs: Sequence[PanelJob]) -> Iterator[RenderedPanel]:
+        for job in jobs:
+            t0 = time.perf_counter()
+            img = draw_draft(job)
+            info = f"{job.positive}\nNegative prompt: {job.negative}\nstoryboard draft, Seed: {job.seed}"
+            yield RenderedPanel(job, img, info, time.perf_counter() - t0)
+
+
+def job_hash(job: PanelJob, renderer: Renderer) -> str:
+    payload = {"spec": job.pixel_spec(), "renderer": renderer.identity(job)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def png_bytes(image: Image.Image, infotext: str) -> bytes:
+    """PNG with WebUI's `parameters` text chunk and nothing time-dependent, so bytes repeat."""
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", infotext)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=meta, optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+@dataclass
+class BuildReport:
+    out_dir: Path
+    rendered: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    renderer: str = ""
+    layout_files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def output_dir(loaded: LoadedStory, out_root: Path) -> Path:
+    return safe_child(out_root, loaded.slug)
+
+
+def build(
+    loaded: LoadedStory,
+    out_root: Path,
+    renderer: Renderer,
+    *,
+    only: Sequence[str] | None = None,
+    seeds: dict[str, int] | None = None,
+    layout: bool = True,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
+) -> BuildReport:
+    """Render what is missing (or just `only`, with optional seed overrides), then lay out.
+
+    `seeds` renders those panels with other seeds without touching the story file: a preview; the
+    panel file then shows that render until the next build (`storyboard pick` makes it permanent).
+    """
+    out_dir = output_dir(loaded, out_root)
+    store = PanelStore(out_dir)
+    report = BuildReport(out_dir=out_dir, renderer=renderer.name)
+    jobs = plan(loaded)
+    if seeds:
+        jobs = [replace(j, seed=seeds[j.panel_id]) if j.panel_id in seeds else j for j in jobs]
+    hashes = {j.panel_id: job_hash(j, renderer) for j in jobs}
+    with store.lock(wait=wait, on_wait=on_wait):
+        manifest = store.read_manifest()
+        entries: dict[str, Any] = (
+            manifest.get("panels", {}) if isinstance(manifest.get("panels"), dict) else {}
+        )
+        selected = [j for j in jobs if only is None or j.panel_id in only]
+        todo = [j for j in selected if not store.has(hashes[j.panel_id])]
+        for j in selected:
+            if store.has(hashes[j.panel_id]):
+                report.reused.append(j.panel_id)
+                store.publish(j.panel_id, hashes[j.panel_id])
+                old = entries.get(j.panel_id)
+                if not (isinstance(old, dict) and old.get("job_hash") == hashes[j.panel_id]):
+                    entries[j.panel_id] = _entry(j, hashes[j.panel_id], store, renderer, None)
+        for done, result in enumerate(renderer.render(todo), start=1):
+            h = hashes[result.job.panel_id]
+            store.put(h, png_bytes(result.image, result.infotext))
+            store.publish(result.job.panel_id, h)
+            entries[result.job.panel_id] = _entry(result.job, h, store, renderer, result.seconds)
+            report.rendered.append(result.job.panel_id)
+            # The manifest is rewritten after every panel so a killed build still describes its work.
+            store.write_manifest(_manifest(loaded, jobs, entries))
+            if progress:
+                progress(result.job.panel_id, done, len(todo))
+        store.write_manifest(_manifest(loaded, jobs, entries))
+        if layout:
+            missing = [j.panel_id for j in jobs if not store.panel_path(j.panel_id).is_file()]
+            if missing:
+                report.notes.append(f"layout skipped: panels not rendered yet: {', '.join(missing)}")
+            else:
+                from storyboard.layout_story import layout_story
+
+                report.layout_files = layout_story(loaded, out_dir)
+    return report
+
+
+def _entry(
+    job: PanelJob, h: str, store: PanelStore, renderer: Renderer, seconds: float | None
+) -> dict[str, Any]:
+    ident = renderer.identity(job)
+    lora_hashes = ident.get("lora_hashes", {})
+    return {
+        "job_hash": h,
+        "page": job.page,
+        "index": job.index,
+        "seed": job.seed,
+        "positive": job.positive,
+        "negative": job.negative,
+        "loras": [
+            {"name": u.name, "te": u.te, "unet": u.unet, "hash": lora_hashes.get(u.name)} for u in job.loras
+        ],
+        "size": list(job.output_size),
+        "file": str(store.panel_path(job.panel_id).relative_to(store.root.resolve())),
+        "renderer": renderer.name,
+        "render_seconds": None if seconds is None else round(seconds, 3),
+    }
+
+
+def _manifest(loaded: LoadedStory, jobs: list[PanelJob], entries: dict[str, Any]) -> dict[str, Any]:
+    order = {j.panel_id: i for i, j in enumerate(jobs)}
+    ordered = {k: entries[k] for k in sorted(entries, key=lambda k: order.get(k, 1 << 30)) if k in order}
+    return {"story": loaded.story.title, "source": str(loaded.path), "panels": ordered}
+
+
+def render_candidates(
+    loaded: LoadedStory, out_root: Path, renderer: Renderer, panel_id: str, seeds: Sequence[int]
+) -> tuple[list[tuple[int, Path]], Path]:
+    """Render one panel with several seeds, side by side in a contact sheet, without changing the panel.
+
+    Candidates go into the content-addressed store too, so after `storyboard pick` the next build
+    reuses the chosen render instead of rendering it again.
+    """
+    out_dir = output_dir(loaded, out_root)
+    store = PanelStore(out_dir)
+    base = next(j for j in plan(loaded) if j.panel_id == panel_id)
+    jobs = [replace(base, seed=s) for s in seeds]
+    results: list[tuple[int, Path]] = []
+    with store.lock():
+        todo = [j for j in jobs if not store.has(job_hash(j, renderer))]
+        for r in renderer.render(todo):
+            store.put(job_hash(r.job, renderer), png_bytes(r.image, r.infotext))
+        cand_dir = safe_child(out_dir, "candidates", panel_id)
+        for j in jobs:
+            src = store.cache_path(job_hash(j, renderer))
+            dst = cand_dir / f"seed-{j.seed}.png"
+            if not dst.is_file():
+                atomic_copy(src, dst)
+            results.append((j.seed, dst))
+        sheet = contact_sheet([(f"seed {s}", p) for s, p in results], title=f"{panel_id}: candidates")
+        sheet_path = cand_dir / "sheet.png"
+        buf = io.BytesIO()
+        sheet.save(buf, format="PNG")
+        atomic_write_bytes(sheet_path, buf.getvalue())
+    return results, sheet_path

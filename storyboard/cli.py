@@ -1,0 +1,326 @@
+"""The `storyboard` command: each subcommand does one thing, says what it did, and fails with a sentence."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from storyboard.errors import StoryboardError
+
+app = typer.Typer(
+    name="storyboard",
+    help="Turn a story file into a comic whose characters stay on-model, rendered the way WebUI would.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+StoryArg = Annotated[Path, typer.Argument(help="The story YAML file.", show_default=False)]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output root; the comic goes to OUT/<story name>/.")]
+
+
+def _quiet() -> bool:
+    return bool(os.environ.get("CI") or os.environ.get("STORYBOARD_QUIET")) or not sys.stderr.isatty()
+
+
+@app.command()
+def validate(story: StoryArg) -> None:
+    """Check a story file and report every problem with its line and column."""
+    from storyboard.story_load import load_story
+
+    loaded = load_story(story)
+    n = sum(len(p.panels) for p in loaded.story.pages)
+    console.print(
+        f"{story}: OK: {len(loaded.story.pages)} pages, {n} panels, "
+        f"{len(loaded.story.characters)} characters."
+    )
+
+
+@app.command()
+def prompts(
+    story: StoryArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show each panel's composed prompts, LoRA set, seed and size (no GPU needed)."""
+    from storyboard.plan import plan
+    from storyboard.story_load import load_story
+
+    jobs = plan(load_story(story))
+    if as_json:
+        rows = [
+            {
+                "panel": j.panel_id,
+                "page": j.page,
+                "positive": j.positive,
+                "negative": j.negative,
+                "loras": [{"name": u.name, "te": u.te, "unet": u.unet} for u in j.loras],
+                "seed": j.seed,
+                "size": list(j.size),
+                "output_size": list(j.output_size),
+                "sampler": j.settings.sampler,
+                "steps": j.settings.steps,
+            }
+            for j in jobs
+        ]
+        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+        return
+    table = Table(show_lines=True)
+    for col in ("panel", "prompt", "negative", "LoRAs", "seed", "size"):
+        table.add_column(col, overflow="fold")
+    for j in jobs:
+        loras = "\n".join(f"{u.name} te={u.te:g} unet={u.unet:g}" for u in j.loras) or "-"
+        size = f"{j.size[0]}x{j.size[1]}" + (
+            f" -> {j.output_size[0]}x{j.output_size[1]}" if j.output_size != j.size else ""
+        )
+        table.add_row(j.panel_id, j.positive, j.negative, loras, str(j.seed), size)
+    console.print(table)
+
+
+def _renderer(loaded: Any, draft: bool, require_models: bool) -> Any:
+    from storyboard.build import DraftRenderer
+
+    if draft:
+        return DraftRenderer()
+    try:
+        from storyboard.engine import DiffusersRenderer
+    except ImportError:
+        if require_models:
+            raise StoryboardError(
+                "The diffusers render engine is not available in this installation."
+            ) from None
+        err_console.print(
+            "[yellow]note:[/] the render engine is not available, so this build draws DRAFT placeholder panels."
+        )
+        return DraftRenderer()
+    try:
+        return DiffusersRenderer.from_story(loaded, quiet=_quiet())
+    except StoryboardError as exc:
+        if require_models:
+            raise
+        err_console.print(f"note: {exc.message}", markup=False, style="yellow")
+        err_console.print(
+            "[yellow]note:[/] models are missing, so this build draws DRAFT placeholder panels. "
+            "See README 'Real models' to render for real."
+        )
+        return DraftRenderer()
+
+
+def _run_build(
+    story: Path,
+    out: Path,
+    *,
+    draft: bool,
+    require_models: bool,
+    only: list[str] | None = None,
+    seeds: dict[str, int] | None = None,
+    wait: bool = True,
+) -> None:
+    from storyboard.build import build
+    from storyboard.story_load import load_story
+
+    loaded = load_story(story)
+    if only:
+        for pid in only:
+            loaded.story.panel(pid)  # unknown ids fail with a suggestion before anything renders
+    renderer = _renderer(loaded, draft, require_models)
+
+    def on_wait(holder: str) -> None:
+        err_console.print(f"waiting: {holder} is building this story right now")
+
+    def progress(panel_id: str, done: int, total: int) -> None:
+        if not _quiet() or done == total or done % 10 == 0:
+            err_console.print(f"  rendered {panel_id} ({done}/{total})")
+
+    report = build(
+        loaded, out, renderer, only=only, seeds=seeds, wait=wait, on_wait=on_wait, progress=progress
+    )
+    console.print(
+        f"{loaded.story.title}: rendered {len(report.rendered)} panel(s), reused {len(report.reused)} "
+        f"({report.renderer}) -> {report.out_dir}"
+    )
+    for note in report.notes:
+        console.print(f"  {note}")
+    for f in report.layout_files:
+        if f.suffix in {".pdf", ".cbz"}:
+            console.print(f"  wrote {f}")
+
+
+@app.command("build")
+def build_cmd(
+    story: StoryArg,
+    out: OutOpt = Path("output"),
+    draft: Annotated[
+        bool, typer.Option("--draft", help="Draw labelled placeholder panels; no GPU or models.")
+    ] = False,
+    require_models: Annotated[
+        bool, typer.Option("--require-models", help="Fail instead of drawing drafts when models are missing.")
+    ] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Fail at once if another build holds the story.")
+    ] = False,
+) -> None:
+    """Build the whole comic into OUT/<story>/: panels, pages, PDF, CBZ; only changed panels are rendered."""
+    _run_build(story, out, draft=draft, require_models=require_models, wait=not no_wait)
+
+
+@app.command()
+def render(
+    story: StoryArg,
+    panel: Annotated[list[str], typer.Option("--panel", "-p", help="Panel id to re-render (repeatable).")],
+    out: OutOpt = Path("output"),
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Render with this seed (preview; see pick).")
+    ] = None,
+    reroll: Annotated[bool, typer.Option("--reroll", help="Render with a new random seed.")] = False,
+    candidates: Annotated[
+        int, typer.Option("--candidates", "-k", min=0, max=64, help="Render K seeds plus a contact sheet.")
+    ] = 0,
+    draft: Annotated[bool, typer.Option("--draft", help="Draft placeholders; no GPU or models.")] = False,
+) -> None:
+    """Re-render just the given panels (other panels stay byte-identical), then re-lay out."""
+    import random
+
+    from storyboard.plan import plan
+    from storyboard.story_load import load_story
+
+    if sum([seed is not None, reroll, candidates > 0]) > 1:
+        raise StoryboardError("Use only one of --seed, --reroll and --candidates.")
+    loaded = load_story(story)
+    for pid in panel:
+        loaded.story.panel(pid)
+    if candidates:
+        from storyboard.build import render_candidates
+
+        base = {j.panel_id: j.seed for j in plan(loaded)}
+        renderer = _renderer(loaded, draft, False)
+        rng = random.Random()
+        for pid in panel:
+            cand = [base[pid]] + [rng.randrange(4294967295) for _ in range(candidates - 1)]
+            results, sheet = render_candidates(loaded, out, renderer, pid, cand)
+            console.print(f"{pid}: {len(results)} candidates, contact sheet {sheet}")
+            for s, path in results:
+                console.print(f"  seed {s}: {path}")
+            console.print(f"  keep one with: storyboard pick {story} {pid} SEED")
+        return
+    seeds: dict[str, int] | None = None
+    if seed is not None or reroll:
+        rng = random.Random()
+        seeds = {pid: seed if seed is not None else rng.randrange(4294967295) for pid in panel}
+        for pid, s in seeds.items():
+            console.print(f"{pid}: seed {s} (keep it with: storyboard pick {story} {pid} {s})")
+    _run_build(story, out, draft=draft, require_models=False, only=panel, seeds=seeds)
+
+
+@app.command()
+def pick(
+    story: StoryArg,
+    panel: Annotated[str, typer.Argument(help="Panel id.")],
+    seed: Annotated[int, typer.Argument(help="The seed to keep.")],
+) -> None:
+    """Lock a panel's seed by writing it into the story file (comments and formatting kept)."""
+    from storyboard.pick import pick_seed
+
+    pick_seed(story, panel, seed)
+    console.print(f"{story}: panel {panel} now has seed {seed}")
+
+
+@app.command()
+def layout(story: StoryArg, out: OutOpt = Path("output")) -> None:
+    """Lay the pages out again from the rendered (or draft) panels; no GPU needed."""
+    from storyboard.build import output_dir
+    from storyboard.layout_story import layout_story
+    from storyboard.store import PanelStore
+    from storyboard.story_load import load_story
+
+    loaded = load_story(story)
+    out_dir = output_dir(loaded, out)
+    store = PanelStore(out_dir)
+    missing = [p.id for _, _, p in loaded.story.panels() if p.id and not store.panel_path(p.id).is_file()]
+    if missing:
+        raise StoryboardError(
+            f"Panels not rendered yet: {', '.join(missing)}.",
+            hint=f"run: storyboard build {story} (or --draft)",
+        )
+    with store.lock():
+        files = layout_story(loaded, out_dir)
+    for f in files:
+        if f.suffix in {".pdf", ".cbz"}:
+            console.print(f"wrote {f}")
+    console.print(f"{len([f for f in files if f.suffix == '.png'])} page image(s) in {out_dir / 'pages'}")
+
+
+@app.command()
+def schema(
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Write the story file's JSON Schema (for editor autocompletion)."""
+    from storyboard.schema import story_json_schema
+
+    text = json.dumps(story_json_schema(), indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out}")
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder for the new project.")]) -> None:
+    """Create a new project folder with an example story you can build at once."""
+    from storyboard.init_project import init_project
+
+    for path in init_project(directory):
+        console.print(f"wrote {path}")
+    console.print(f"next: storyboard build {directory / 'stories' / 'example.yaml'} --draft")
+
+
+def _register_subapps() -> None:
+    import importlib
+
+    for module, name, help_text in (
+        ("storyboard.commands.prompt", "prompt", "Look inside WebUI prompts."),
+        ("storyboard.commands.lora", "lora", "Inspect and merge LoRA files."),
+        ("storyboard.commands.dev", "dev", "Developer tools (tiny test models)."),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        app.add_typer(mod.app, name=name, help=help_text)
+
+
+_register_subapps()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except StoryboardError as exc:
+        # markup off: messages quote field paths like pages[0] that rich would take for tags
+        err_console.print(f"error: {exc}", markup=False, style="red", soft_wrap=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted: every finished panel is kept; run the same command again to resume.")
+        raise SystemExit(130) from None
+    except (typer.Abort, typer.Exit) as exc:
+        raise SystemExit(getattr(exc, "exit_code", 1)) from None
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

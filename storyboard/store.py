@@ -1,0 +1,141 @@
+"""The panel store: plain files under output/<story>/, written atomically, guarded by a lock.
+
+Layout of a story's output folder:
+  cache/<h[:2]>/<h>.png   every render ever made, keyed by job hash (content-addressed)
+  panels/<id>.png         the current image of each panel (a copy of its cache entry)
+  manifest.json           per panel: job hash, seed, prompts, LoRAs, file, timings
+  .lock                   held while a build writes here
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from storyboard.errors import StoryboardError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder, then rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def safe_child(root: Path, *parts: str) -> Path:
+    """root/parts, refusing anything that would land outside root (a story never writes elsewhere)."""
+    root_r = root.resolve()
+    p = root_r.joinpath(*parts).resolve()
+    if p != root_r and root_r not in p.parents:
+        raise StoryboardError(f"Refusing to write {p}: it is outside the output folder {root_r}.")
+    return p
+
+
+class PanelStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.panels_dir = root / "panels"
+        self.cache_dir = root / "cache"
+        self.manifest_path = root / "manifest.json"
+
+    def cache_path(self, job_hash: str) -> Path:
+        return self.cache_dir / job_hash[:2] / f"{job_hash}.png"
+
+    def has(self, job_hash: str) -> bool:
+        return self.cache_path(job_hash).is_file()
+
+    def panel_path(self, panel_id: str) -> Path:
+        return safe_child(self.root, "panels", f"{panel_id}.png")
+
+    def put(self, job_hash: str, png: bytes) -> Path:
+        path = self.cache_path(job_hash)
+        atomic_write_bytes(path, png)
+        return path
+
+    def publish(self, panel_id: str, job_hash: str) -> Path:
+        """Make panels/<id>.png the cached render; untouched when it already holds those bytes."""
+        src, dst = self.cache_path(job_hash), self.panel_path(panel_id)
+        if (
+            dst.is_file()
+            and dst.stat().st_size == src.stat().st_size
+            and dst.read_bytes() == src.read_bytes()
+        ):
+            return dst
+        atomic_copy(src, dst)
+        return dst
+
+    def read_manifest(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def write_manifest(self, data: dict[str, Any]) -> None:
+        atomic_write_text(
+            self.manifest_path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+        )
+
+    @contextlib.contextmanager
+    def lock(self, *, wait: bool = True, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """One writer per output folder. A second build waits (saying who holds it) or fails at once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                if not wait:
+                    raise StoryboardError(
+                        f"{self.root} is being built by {holder}.",
+                        hint="wait for it to finish, or run again without --no-wait to queue behind it",
+                    ) from None
+                if on_wait:
+                    on_wait(holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)

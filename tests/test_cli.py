@@ -1,0 +1,99 @@
+"""Every CLI command end to end, through the real entry point (a subprocess for the console script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "stories" / "demo.yaml"
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", STORYBOARD_QUIET="1", COLUMNS="200")
+    return subprocess.run(
+        [sys.executable, "-m", "storyboard.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_validate_ok_and_error(tmp_path):
+    r = run("validate", str(DEMO))
+    assert r.returncode == 0, r.stderr
+    assert "2 pages, 6 panels, 2 characters" in r.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: x\npages:\n  - panels:\n      - scene: a\n        sead: 3\n")
+    r = run("validate", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}:5:9: pages[0].panels[0]: unknown key 'sead'. Did you mean 'seed'?" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_file_is_a_sentence_not_a_traceback(tmp_path):
+    r = run("validate", str(tmp_path / "nope.yaml"))
+    assert r.returncode == 2 and "file not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_prompts_json_and_table():
+    r = run("prompts", str(DEMO), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["panel"] for row in rows] == ["gate", "listen", "garden", "meet", "play", "smile"]
+    meet = rows[3]
+    assert [lo["name"] for lo in meet["loras"]] == [
+        "Iku_Nakatani-000016_v1.0",
+        "Haru_guitar_boy_v2",
+        "blindbox_v1_mix",
+    ]
+    assert meet["size"] == [448, 640] and meet["output_size"] == [896, 1280]
+    assert rows[4]["seed"] == 3447412781
+    r = run("prompts", str(DEMO))
+    assert r.returncode == 0 and "gate" in r.stdout and "3447412781" in r.stdout
+
+
+def test_schema(tmp_path):
+    out = tmp_path / "schema.json"
+    r = run("schema", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    schema = json.loads(out.read_text())
+    assert schema["title"] == "storyboard story"
+    assert {"title", "characters", "render", "pages", "layout", "style"} <= set(schema["properties"])
+    assert schema["properties"]["characters"]["additionalProperties"]["anyOf"][1]["type"] == "string"
+
+
+def test_init_then_build_draft(tmp_path):
+    proj = tmp_path / "proj"
+    r = run("init", str(proj))
+    assert r.returncode == 0, r.stderr
+    story = proj / "stories" / "example.yaml"
+    assert story.is_file() and (proj / "characters" / "mira.yaml").is_file()
+    r = run("init", str(proj))
+    assert r.returncode == 2 and "already exists" in r.stderr
+    out = tmp_path / "out"
+    r = run("build", str(story), "--draft", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "rendered 2 panel(s), reused 0" in r.stdout
+    img = Image.open(out / "example" / "panels" / "p1.1.png")
+    assert img.size == (512, 512)
+    assert "storyboard draft" in img.text["parameters"]  # type: ignore[attr-defined]
+
+
+def test_build_without_models_falls_back_to_draft_and_says_so(tmp_path):
+    out = tmp_path / "out"
+    r = run("build", str(DEMO), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "DRAFT" in r.stderr
+    assert "rendered 6 panel(s)" in r.stdout
+    assert Image.open(out / "demo" / "panels" / "meet.png").size == (896, 1280)
+    assert len(list((out / "demo").glob("*.pdf"))) == 1
+    r = run("build", str(DEMO), "--out", str(out), "--require-models")
+    assert r.returncode == 2 and "AnythingV5Ink_ink" in r.stderr
