@@ -284,18 +284,12 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder for the new proj
 
 
 def _register_subapps() -> None:
-    import importlib
+    from storyboard.commands import dev, lora
+    from storyboard.commands import prompt as prompt_cmd
 
-    for module, name, help_text in (
-        ("storyboard.commands.prompt", "prompt", "Look inside WebUI prompts."),
-        ("storyboard.commands.lora", "lora", "Inspect and merge LoRA files."),
-        ("storyboard.commands.dev", "dev", "Developer tools (tiny test models)."),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        app.add_typer(mod.app, name=name, help=help_text)
+    app.add_typer(prompt_cmd.app, name="prompt", help="Look inside WebUI prompts.")
+    app.add_typer(lora.app, name="lora", help="Inspect and merge LoRA files.")
+    app.add_typer(dev.app, name="dev", help="Developer tools (tiny test models).")
 
 
 _register_subapps()

@@ -97,3 +97,40 @@ def test_build_without_models_falls_back_to_draft_and_says_so(tmp_path):
     assert len(list((out / "demo").glob("*.pdf"))) == 1
     r = run("build", str(DEMO), "--out", str(out), "--require-models")
     assert r.returncode == 2 and "AnythingV5Ink_ink" in r.stderr
+
+
+def test_render_single_panel_candidates_pick_and_layout(tmp_path):
+    import shutil
+
+    shutil.copytree(ROOT / "stories", tmp_path / "stories")
+    shutil.copytree(ROOT / "characters", tmp_path / "characters")
+    story = tmp_path / "stories" / "demo.yaml"
+    out = tmp_path / "out"
+    assert run("layout", str(story), "--out", str(out)).returncode == 2  # nothing rendered yet
+    assert run("build", str(story), "--draft", "--out", str(out)).returncode == 0
+    panels = out / "demo" / "panels"
+    before = {p.name: p.read_bytes() for p in panels.glob("*.png")}
+    r = run("render", str(story), "--panel", "listen", "--seed", "7", "--draft", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "rendered 1 panel(s)" in r.stdout and "storyboard pick" in r.stdout
+    after = {p.name: p.read_bytes() for p in panels.glob("*.png")}
+    assert {k for k in before if before[k] != after[k]} == {"listen.png"}
+    r = run("render", str(story), "--panel", "gate", "--candidates", "3", "--draft", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "demo" / "candidates" / "gate" / "sheet.png").is_file()
+    assert len(list((out / "demo" / "candidates" / "gate").glob("seed-*.png"))) == 3
+    r = run("render", str(story), "--panel", "nope", "--draft", "--out", str(out))
+    assert r.returncode == 2 and "No panel 'nope'" in r.stderr
+    r = run("pick", str(story), "listen", "7")
+    assert r.returncode == 0 and "seed: 7" in story.read_text()
+    r = run("layout", str(story), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "3 page image(s)" in r.stdout  # title page + 2 story pages
+
+
+def test_subcommands_are_registered():
+    r = run("prompt", "explain", "(full body:1.2), [cat:dog:0.5] <lora:x:0.7>", "--steps", "10")
+    assert r.returncode == 0, r.stderr
+    assert "full body" in r.stdout and "1.2" in r.stdout and "x" in r.stdout
+    r = run("lora", "inspect", "missing_lora_name", "--lora-dir", str(ROOT))
+    assert r.returncode == 2 and "missing_lora_name" in r.stderr and "Traceback" not in r.stderr
