@@ -87,19 +87,9 @@ def prompts(
 
 def _renderer(loaded: Any, draft: bool, require_models: bool) -> Any:
     from storyboard.build import DraftRenderer
+    from storyboard.engine import DiffusersRenderer
 
     if draft:
-        return DraftRenderer()
-    try:
-        from storyboard.engine import DiffusersRenderer
-    except ImportError:
-        if require_models:
-            raise StoryboardError(
-                "The diffusers render engine is not available in this installation."
-            ) from None
-        err_console.print(
-            "[yellow]note:[/] the render engine is not available, so this build draws DRAFT placeholder panels."
-        )
         return DraftRenderer()
     try:
         return DiffusersRenderer.from_story(loaded, quiet=_quiet())
@@ -108,8 +98,9 @@ def _renderer(loaded: Any, draft: bool, require_models: bool) -> Any:
             raise
         err_console.print(f"note: {exc.message}", markup=False, style="yellow")
         err_console.print(
-            "[yellow]note:[/] models are missing, so this build draws DRAFT placeholder panels. "
-            "See README 'Real models' to render for real."
+            "note: models are missing, so this build draws DRAFT placeholder panels. "
+            "See README 'Real models' to render for real.",
+            style="yellow",
         )
         return DraftRenderer()
 

@@ -1,0 +1,174 @@
+"""WebUI infotext: the "parameters" text a PNG carries (``modules/processing.create_infotext``).
+
+Three parts, as WebUI writes them::
+
+    <prompt, LoRA tags kept>
+    Negative prompt: <negative>            (omitted when the negative prompt is empty)
+    Steps: 20, Sampler: DPM++ 2S a, Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 448x640, ...
+
+The parameter line is ``", ".join(f"{k}: {quote(v)}")`` over the keys in WebUI's fixed order, skipping
+None values; ``quote`` JSON-quotes a value containing ``,``, ``:`` or a newline
+(``infotext_utils.quote``). :func:`parse_infotext` reads it back the way WebUI's
+``parse_generation_parameters`` does, so a PNG written here loads into WebUI's "PNG Info" tab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from storyboard import __version__
+
+VERSION = f"storyboard {__version__}"
+
+# WebUI's parse_generation_parameters regex: `key: value` where a value is a JSON string or up to ",".
+_PARAM = re.compile(r"\s*(\w[\w \-/]+):\s*(\"(?:\\.|[^\\\"])+\"|[^,]*)(?:,|$)")
+_NEGATIVE = "Negative prompt:"
+
+
+def quote(value: object) -> str:
+    """WebUI's ``quote``: JSON-quote text holding ``,``, ``:`` or a newline; else as is."""
+    text = format_value(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def format_value(value: object) -> str:
+    """Numbers as WebUI's infotexts show them: 7 not 7.0, 0.7 as 0.7."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def hash_list(pairs: Sequence[tuple[str, str]]) -> str | None:
+    """``"name: hash, name: hash"`` as WebUI writes Lora/TI hashes; ``:`` and ``,`` dropped from names."""
+    if not pairs:
+        return None
+    return ", ".join(f"{name.replace(':', '').replace(',', '')}: {h}" for name, h in pairs)
+
+
+def parse_hash_list(text: str) -> dict[str, str]:
+    """Inverse of :func:`hash_list`."""
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        name, sep, h = item.strip().rpartition(":")
+        if sep:
+            out[name.strip()] = h.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class Infotext:
+    """The generation parameters of one image, in WebUI's terms."""
+
+    prompt: str
+    negative: str
+    steps: int
+    sampler: str  # WebUI label without the schedule suffix, e.g. "DPM++ 2S a"
+    schedule_type: str | None  # e.g. "Karras"; None where WebUI writes none (DDIM)
+    cfg_scale: float
+    seed: int
+    width: int
+    height: int
+    model_hash: str | None = None  # sha256[:10] of the checkpoint
+    model: str | None = None  # checkpoint file stem
+    vae_hash: str | None = None  # only for an external VAE: sha256[:10]
+    vae: str | None = None  # external VAE file name
+    denoising_strength: float | None = None
+    clip_skip: int = 1
+    rng: str = "GPU"  # WebUI's randn_source: GPU (default), CPU, NV
+    hires_sampler: str | None = None
+    hires_prompt: str | None = None
+    hires_negative: str | None = None
+    hires_schedule_type: str | None = None
+    hires_upscale: float | None = None
+    hires_steps: int | None = None  # only when set (WebUI: hr_second_pass_steps != 0)
+    hires_upscaler: str | None = None
+    lora_hashes: Sequence[tuple[str, str]] = ()
+    ti_hashes: Sequence[tuple[str, str]] = ()
+    emphasis: str = "Original"
+    extra: Mapping[str, object] = field(default_factory=dict)
+    version: str = VERSION
+
+    def params(self) -> dict[str, object | None]:
+        """The parameter line's keys in WebUI's order (None = left out)."""
+        return {
+            "Steps": self.steps,
+            "Sampler": self.sampler,
+            "Schedule type": self.schedule_type,
+            "CFG scale": self.cfg_scale,
+            "Seed": self.seed,
+            "Size": f"{self.width}x{self.height}",
+            "Model hash": self.model_hash,
+            "Model": self.model,
+            "VAE hash": self.vae_hash,
+            "VAE": self.vae,
+            "Denoising strength": self.denoising_strength,
+            "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
+            "RNG": self.rng if self.rng != "GPU" else None,
+            # extra_generation_params, in the order WebUI's txt2img init adds them
+            "Hires sampler": self.hires_sampler,
+            "Hires prompt": self.hires_prompt,
+            "Hires negative prompt": self.hires_negative,
+            "Hires schedule type": self.hires_schedule_type,
+            "Hires upscale": self.hires_upscale,
+            "Hires steps": self.hires_steps or None,
+            "Hires upscaler": self.hires_upscaler,
+            "Lora hashes": hash_list(self.lora_hashes),
+            "TI hashes": hash_list(self.ti_hashes),
+            "Emphasis": self.emphasis if self.emphasis != "Original" else None,
+            **self.extra,
+            "Version": self.version,
+        }
+
+    def text(self) -> str:
+        return make_infotext(self.prompt, self.negative, self.params())
+
+
+def make_infotext(prompt: str, negative: str, params: Mapping[str, object | None]) -> str:
+    """WebUI's create_infotext layout for a prompt, a negative prompt and ordered parameters."""
+    line = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
+    neg = f"\n{_NEGATIVE} {negative}" if negative else ""
+    return f"{prompt}{neg}\n{line}".strip()
+
+
+def parse_infotext(text: str) -> dict[str, str]:
+    """WebUI's ``parse_generation_parameters`` (values kept as text): "Prompt", "Negative prompt",
+    every ``key: value`` of the last line (JSON-quoted values unquoted) and "Size-1"/"Size-2"."""
+    lines = text.strip().split("\n")
+    last = lines[-1]
+    matches = _PARAM.findall(last)
+    if len(matches) < 3:
+        # Too few parameters: WebUI treats the last line as part of the prompt.
+        last, matches = "", []
+    else:
+        lines = lines[:-1]
+    prompt: list[str] = []
+    negative: list[str] = []
+    in_negative = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith(_NEGATIVE):
+            in_negative = True
+            stripped = stripped[len(_NEGATIVE) :].strip()
+        (negative if in_negative else prompt).append(stripped)
+    out: dict[str, str] = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    for key, value in matches:
+        value = value.strip()
+        if value.startswith('"') and value.endswith('"') and len(value) > 1:
+            with contextlib.suppress(ValueError):
+                value = str(json.loads(value))
+        out[key.strip()] = value
+        size = re.fullmatch(r"(\d+)x(\d+)", value)
+        if size and key.strip().endswith("Size"):
+            out[f"{key.strip()}-1"], out[f"{key.strip()}-2"] = size.group(1), size.group(2)
+    return out
+
+
+__all__ = ["VERSION", "Infotext", "hash_list", "make_infotext", "parse_hash_list", "parse_infotext", "quote"]

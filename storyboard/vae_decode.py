@@ -1,0 +1,88 @@
+"""Latents <-> PIL images through the VAE, the way WebUI converts them.
+
+Decoding: ``x = vae.decode(latent / scaling_factor)``, ``clamp((x + 1) / 2, 0, 1)``, then
+``(255 * x).astype(uint8)`` (truncation, as WebUI's ``sample_to_image`` path). Images are decoded one
+at a time: a batch then decodes to exactly the pixels each image gets alone, and peak memory stays
+that of one image. Large images decode tiled on CUDA (diffusers' ``enable_tiling``), and a
+half-precision VAE that produces NaNs is retried in float32, as WebUI's "revert VAE to 32-bit" does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+# Above this many pixels a CUDA decode goes tile by tile (1024x1024 full decode peaks near 10 GB).
+TILE_ABOVE_PIXELS = 1024 * 1024
+
+
+def _scaling(vae: Any) -> tuple[float, float]:
+    cfg = vae.config
+    shift = getattr(cfg, "shift_factor", None)
+    return float(cfg.scaling_factor), float(shift) if shift is not None else 0.0
+
+
+def _vae_dtype(vae: Any) -> torch.dtype:
+    return next(vae.parameters()).dtype
+
+
+def _set_tiling(vae: Any, pixels: int) -> None:
+    device = next(vae.parameters()).device
+    tiled = device.type == "cuda" and pixels > TILE_ABOVE_PIXELS
+    if hasattr(vae, "enable_tiling"):
+        if tiled:
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+
+
+@torch.no_grad()
+def _decode_one(vae: Any, latent: Tensor) -> Tensor:
+    scale, shift = _scaling(vae)
+    z = latent.unsqueeze(0) / scale + shift
+    dtype = _vae_dtype(vae)
+    out = vae.decode(z.to(dtype)).sample.float()
+    if dtype != torch.float32 and not torch.isfinite(out).all():
+        # fp16 SD VAEs overflow on some images; WebUI then reruns the decode in float32.
+        torch.nn.Module.to(vae, dtype=torch.float32)
+        try:
+            out = vae.decode(z.float()).sample.float()
+        finally:
+            torch.nn.Module.to(vae, dtype=dtype)
+    return out[0]
+
+
+def decode_latents(vae: Any, latents: Tensor) -> list[Image.Image]:
+    """(B, 4, h, w) latents -> B RGB images of (8w, 8h) pixels."""
+    _set_tiling(vae, int(latents.shape[-1] * latents.shape[-2] * 64))
+    images: list[Image.Image] = []
+    for latent in latents:
+        x = _decode_one(vae, latent)
+        # A NaN decode (broken weights, fp16 overflow even in fp32) becomes black, as WebUI shows it.
+        x = torch.nan_to_num(torch.clamp((x + 1.0) / 2.0, 0.0, 1.0), nan=0.0)
+        arr = (255.0 * x.permute(1, 2, 0).cpu().numpy()).astype(np.uint8)
+        images.append(Image.fromarray(arr, mode="RGB"))
+    return images
+
+
+@torch.no_grad()
+def encode_images(vae: Any, images: list[Image.Image], device: torch.device) -> Tensor:
+    """RGB images -> (B, 4, h, w) float32 latents (the posterior mean, scaled).
+
+    WebUI samples the VAE posterior with the global torch RNG here, so its Lanczos hires pass is not
+    reproducible run to run; the mean keeps ours deterministic.
+    """
+    scale, shift = _scaling(vae)
+    _set_tiling(vae, images[0].width * images[0].height)
+    dtype = _vae_dtype(vae)
+    out = []
+    for img in images:
+        arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).to(device) * 2.0 - 1.0
+        mean = vae.encode(x.to(dtype)).latent_dist.mode().float()
+        out.append((mean - shift) * scale)
+    return torch.cat(out)
