@@ -103,6 +103,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="warm runs per batch size")
     ap.add_argument("--size", default=None, help="first-pass WIDTHxHEIGHT (default 448x640; tiny 64x96)")
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (default 20; tiny 6)")
+    ap.add_argument("--sampler", default="DPM++ 2S a Karras", help="WebUI sampler name (default: the seed's)")
+    ap.add_argument(
+        "--hires-steps", type=int, default=0, help="hires steps, 0 = same as steps (WebUI); 14 = workload A"
+    )
+    ap.add_argument(
+        "--check-repeat", action="store_true", help="render the first batch twice and report if bytes differ"
+    )
     args = ap.parse_args()
     device = torch.device(args.device) if args.device else default_device()
     batches = [int(b) for b in args.batches.split(",")]
@@ -132,13 +139,13 @@ def main() -> None:
 
         settings = RenderSettings(
             model=model,
-            sampler="DPM++ 2S a Karras",
+            sampler=args.sampler,
             steps=steps,
             cfg_scale=7,
             width=width,
             height=height,
             clip_skip=2,
-            hires=HiresFix(scale=2, upscaler="Latent", denoising_strength=0.7),
+            hires=HiresFix(scale=2, upscaler="Latent", denoising_strength=0.7, steps=args.hires_steps),
             webui_root=root,
         )
         loras = (LoraUse(character, 1.0, 1.0), LoraUse(style, 0.6, 0.6))
@@ -181,6 +188,13 @@ def main() -> None:
                 peak_gib=None if peak is None else round(peak, 2),
                 nan=nan,
             )
+        if args.check_repeat and renderer is not None:
+            from storyboard.build import png_bytes
+
+            a = [png_bytes(r.image, r.infotext) for r in renderer.render(jobs(2, 7))]
+            b = [png_bytes(r.image, r.infotext) for r in renderer.render(jobs(2, 7))]
+            solo = [png_bytes(r.image, r.infotext) for r in renderer.render(jobs(1, 7))]
+            emit(event="repeat", identical=a == b, batch_vs_alone_identical=a[0] == solo[0])
 
 
 if __name__ == "__main__":

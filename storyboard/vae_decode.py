@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-# Above this many pixels a CUDA decode goes tile by tile (1024x1024 full decode peaks near 10 GB).
-TILE_ABOVE_PIXELS = 1024 * 1024
+# A full SD VAE decode in half precision peaks near 10 GB at 1024x1024; scale that by pixel count.
+DECODE_BYTES_PER_PIXEL = 10 * 2**30 / (1024 * 1024)
 
 
 def _scaling(vae: Any) -> tuple[float, float]:
@@ -32,7 +32,12 @@ def _vae_dtype(vae: Any) -> torch.dtype:
 
 def _set_tiling(vae: Any, pixels: int) -> None:
     device = next(vae.parameters()).device
-    tiled = device.type == "cuda" and pixels > TILE_ABOVE_PIXELS
+    tiled = False
+    if device.type == "cuda":
+        # Tiling costs 2-3x the time (896x1280: 0.25 s against 0.10 s on an H200), so it is used only
+        # when a whole decode would not fit in the free memory.
+        free, _ = torch.cuda.mem_get_info(device)
+        tiled = pixels * DECODE_BYTES_PER_PIXEL > 0.8 * free
     if hasattr(vae, "enable_tiling"):
         if tiled:
             vae.enable_tiling()
