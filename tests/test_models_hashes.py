@@ -103,3 +103,22 @@ def test_corrupt_cache_is_ignored(tmp_path: Path, _cache_dir: Path) -> None:
 def test_missing_file_is_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="nope.safetensors"):
         hashes.model_hash(tmp_path / "nope.safetensors")
+
+
+def test_addnet_hash_is_cached_separately_from_sha256(tmp_path: Path, _cache_dir: Path) -> None:
+    f = tmp_path / "l.safetensors"
+    save_file({"w": torch.arange(6.0)}, str(f))
+    addnet = hashes.addnet_hash_safetensors(f)
+    full = hashes.sha256_file(f)
+    assert (
+        addnet != full
+        and addnet
+        == hashlib.sha256(f.read_bytes()[8 + int.from_bytes(f.read_bytes()[:8], "little") :]).hexdigest()
+    )
+    cache = json.loads((_cache_dir / "hashes.json").read_text())
+    assert sorted(cache.values()) == sorted([addnet, full])
+    # the LoRA hash comes from the cache: a stale cached value proves the file was not re-read
+    key = next(k for k, v in cache.items() if v == addnet)
+    cache[key] = "f" * 64
+    (_cache_dir / "hashes.json").write_text(json.dumps(cache))
+    assert hashes.lora_hash(f) == "f" * 12

@@ -146,3 +146,17 @@ def test_broken_lora_does_not_hide_others(webui: Path) -> None:
     reg = Registry(ModelFolders.from_webui_root(webui))
     assert reg.find_lora("iku_nakatani").name == "Iku_Nakatani-000016_v1.0"
     assert reg.find_lora("broken").alias is None
+
+
+def test_bare_name_prefers_models_folder_over_story_folder(webui: Path, tmp_path: Path) -> None:
+    story_dir = tmp_path / "story"
+    (story_dir / "AnythingV5Ink_ink").mkdir(parents=True)  # e.g. a folder of notes with the model's name
+    _st(story_dir / "AnythingV5Ink_ink.safetensors")
+    reg = Registry(ModelFolders.from_webui_root(webui), base_dir=story_dir)
+    found = reg.find_checkpoint("AnythingV5Ink_ink")
+    assert found.path == webui / "models/Stable-diffusion/AnythingV5Ink_ink.safetensors"
+    # a path-like reference still means the story's own file
+    assert (
+        reg.find_checkpoint("AnythingV5Ink_ink.safetensors").path
+        == story_dir / "AnythingV5Ink_ink.safetensors"
+    )

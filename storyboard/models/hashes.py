@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,9 +28,11 @@ def cache_file() -> Path:
     return root / "hashes.json"
 
 
-def _cache_key(path: Path) -> str:
+def _cache_key(path: Path, kind: str) -> str:
     st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    # Full-file sha256 keys keep their original form so existing caches stay valid.
+    suffix = "" if kind == "sha256" else f"|{kind}"
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}{suffix}"
 
 
 def _read_cache(file: Path) -> dict[str, str]:
@@ -73,20 +76,24 @@ def _hash_stream(fh: BinaryIO, limit: int | None = None) -> str:
     return h.hexdigest()
 
 
-def sha256_file(path: str | Path) -> str:
-    """Full sha256 of a file (hex), cached by (absolute path, size, mtime_ns)."""
-    p = Path(path)
+def _cached(p: Path, kind: str, compute: Callable[[BinaryIO], str]) -> str:
+    """A hash of an open file, remembered by (absolute path, size, mtime_ns, kind)."""
     with _open(p) as fh:
-        key = _cache_key(p)
+        key = _cache_key(p, kind)
         file = cache_file()
         cache = _read_cache(file)
         if key in cache:
             return cache[key]
-        digest = _hash_stream(fh)
+        digest = compute(fh)
     cache = _read_cache(file)  # re-read: another process may have added entries meanwhile
     cache[key] = digest
     _write_cache(file, cache)
     return digest
+
+
+def sha256_file(path: str | Path) -> str:
+    """Full sha256 of a file (hex), cached by (absolute path, size, mtime_ns)."""
+    return _cached(Path(path), "sha256", _hash_stream)
 
 
 def model_hash(path: str | Path) -> str:
@@ -108,13 +115,15 @@ def addnet_hash_safetensors(path: str | Path) -> str:
     LoRA's output name or editing its tags does not change the hash.
     """
     p = Path(path)
-    with _open(p) as fh:
+
+    def after_header(fh: BinaryIO) -> str:
         head = fh.read(8)
         if len(head) != 8:
             raise ModelError(f"{p} is not a safetensors file: it is shorter than its 8-byte header.")
-        n = int.from_bytes(head, "little")
-        fh.seek(8 + n)
+        fh.seek(8 + int.from_bytes(head, "little"))
         return _hash_stream(fh)
+
+    return _cached(p, "addnet", after_header)
 
 
 def lora_hash(path: str | Path) -> str:

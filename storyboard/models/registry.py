@@ -244,7 +244,11 @@ class Registry:
             candidates = [p]
         else:
             # WebUI titles checkpoints by their path inside the models folder ("anime/x.safetensors").
-            candidates = [self.base_dir / p, *(folder / p for folder in self.folders.for_kind(kind))]
+            candidates = [folder / p for folder in self.folders.for_kind(kind)]
+            # A bare name ("AnythingV5") means a model in the folders, even when the story's own folder
+            # happens to hold something of that name; only something path-like is read from there.
+            if len(p.parts) > 1 or p.suffix.lower() in MODEL_EXTENSIONS:
+                candidates.insert(0, self.base_dir / p)
         for c in candidates:
             if c.is_file() or (c.is_dir() and _is_diffusers_folder(c, kind)):
                 return c

@@ -13,7 +13,6 @@ Accepted layouts, as in WebUI's ``create_embedding_from_data``:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from storyboard.errors import ModelError
+from storyboard.models.hashes import sha256_file
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pt", ".bin")
@@ -78,7 +78,7 @@ def load_embedding(path: str | Path, *, allow_pickle: bool = False) -> Embedding
             hint="use .safetensors (or .pt/.bin with allow_pickle)",
         )
     vectors, vectors_g = _vectors_from_data(data, path)
-    return Embedding(name=path.stem, vectors=vectors, vectors_g=vectors_g, sha256=_sha256(path))
+    return Embedding(name=path.stem, vectors=vectors, vectors_g=vectors_g, sha256=sha256_file(path))
 
 
 def load_embeddings_dir(folder: str | Path, *, allow_pickle: bool = False) -> dict[str, Embedding]:
@@ -125,11 +125,3 @@ def _as_matrix(t: Any, path: Path) -> torch.Tensor:
         raise ModelError(f"Embedding file {path} has a vector block that is not a 1-D or 2-D tensor.")
     t = t.detach().to(dtype=torch.float32)
     return t.unsqueeze(0) if t.ndim == 1 else t
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
