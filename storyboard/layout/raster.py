@@ -28,9 +28,11 @@ def rasterize_pdf(pdf: Path, dpi: int, n_pages: int) -> list[Image.Image]:
     if exe is None:
         raise RuntimeError("pdftoppm is not installed")
     with tempfile.TemporaryDirectory(prefix="storyboard-ppm-") as tmp:
-        subprocess.run([exe, "-png", "-r", str(dpi), str(pdf), f"{tmp}/p"], check=True, capture_output=True)
-        # pdftoppm pads page numbers to the width of the last one: p-1.png or p-01.png ...
-        files = sorted(Path(tmp).glob("p-*.png"), key=lambda p: int(p.stem.split("-")[-1]))
+        # Raw PPM out: pdftoppm's own PNG encoder takes ~20 s for one 300-dpi page of detailed art,
+        # and the pages are PNG-encoded once more anyway when written.
+        subprocess.run([exe, "-r", str(dpi), str(pdf), f"{tmp}/p"], check=True, capture_output=True)
+        # pdftoppm pads page numbers to the width of the last one: p-1.ppm or p-01.ppm ...
+        files = sorted(Path(tmp).glob("p-*.ppm"), key=lambda p: int(p.stem.split("-")[-1]))
         if len(files) != n_pages:
             raise RuntimeError(f"pdftoppm wrote {len(files)} pages, expected {n_pages}")
         images = []

@@ -45,7 +45,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def _png_bytes(img: Image.Image, dpi: int) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, "PNG", dpi=(dpi, dpi))
+    # Level 1: a 300-dpi page of detailed art encodes ~4x faster than at the default level 6
+    # (0.8 s against 3.4 s here) for files ~18% larger.
+    img.save(buf, "PNG", dpi=(dpi, dpi), compress_level=1)
     return buf.getvalue()
 
 
