@@ -25,7 +25,7 @@ demo: setup
 	$(VENV)/bin/storyboard build stories/demo.yaml
 
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check storyboard tests bench
