@@ -387,3 +387,23 @@ def test_sdxl_checkpoint_renders(tmp_path: Path) -> None:
     assert np.abs(pixels(out[0].image) - pixels(out[1].image)).mean() > 1
     p = parse_infotext(out[0].infotext)
     assert p["Model hash"] == sha256_file(ckpt)[:10] and p["Sampler"] == "Euler a" and "Negative prompt" in p
+
+
+def test_prompt_editing_switches_conditioning_mid_sampling(
+    tiny: TinyModel, renderer: DiffusersRenderer
+) -> None:
+    def img(prompt: str) -> np.ndarray:
+        image, _ = render_one(renderer, job(tiny, positive=prompt, steps=4, hires=None))
+        return pixels(image)
+
+    cat, dog = img("1girl, cat"), img("1girl, dog")
+    # a switch after the last step never happens: exactly the unedited prompt
+    assert np.array_equal(img("1girl, [cat:dog:100]"), cat)
+    # [cat:dog:0.5] uses cat for the first half of the model calls, then dog. Rendering is
+    # deterministic, so equal to neither means the conditioning changed after sampling began.
+    half = img("1girl, [cat:dog:0.5]")
+    assert not np.array_equal(half, cat) and not np.array_equal(half, dog)
+    assert not np.array_equal(cat, dog)
+    # alternation differs from both words too
+    alt = img("1girl, [cat|dog]")
+    assert not np.array_equal(alt, cat) and not np.array_equal(alt, dog)
