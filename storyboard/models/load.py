@@ -27,13 +27,13 @@ import torch
 from torch import Tensor
 
 from storyboard.errors import ModelError
+from storyboard.models.pickle_gate import PICKLE_HINT, load_pickle
 from storyboard.models.registry import PICKLE_EXTENSIONS, is_pickle, safetensors_metadata
 
 ModelKind = Literal["sd1", "sdxl"]
 DTypeLike = torch.dtype | str | None
 
 CONFIG_METADATA_KEY = "storyboard_config"
-PICKLE_HINT = "pass --allow-pickle on the command line, or set `render.allow_pickle: true` in the story"
 
 _SDXL_MARKER = "conditioner.embedders.1."
 _SD1_MARKER = "cond_stage_model.transformer."
@@ -114,20 +114,7 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
         except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
             raise ModelError(f"Cannot read {p}: it is not a valid safetensors file ({exc}).") from exc
     if suffix in PICKLE_EXTENSIONS:
-        if not allow_pickle:
-            raise ModelError(
-                f"{p} is a pickle file ({suffix}), which can run arbitrary code when loaded, so it is "
-                "refused by default.",
-                hint=f"prefer a .safetensors version of it; if you trust the file, {PICKLE_HINT}",
-            )
-        try:
-            obj = torch.load(str(p), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelError(
-                f"Cannot read {p}: torch.load(weights_only=True) failed ({exc}).",
-                hint="the file may be corrupt or hold more than plain tensors; convert it to safetensors",
-            ) from exc
-        return _tensors_of(obj, p)
+        return _tensors_of(load_pickle(p, allow_pickle=allow_pickle), p)
     raise ModelError(
         f"{p} has an unknown model file type '{suffix}'; expected .safetensors"
         f" (or {', '.join(PICKLE_EXTENSIONS)} with --allow-pickle)."

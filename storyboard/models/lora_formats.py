@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from storyboard.errors import ModelError
+from storyboard.models.pickle_gate import load_pickle
 
 PICKLE_SUFFIXES = {".pt", ".ckpt", ".pth", ".bin"}
 # Key prefixes of the components a kohya LoRA can touch, longest first so "lora_te1_" wins over "lora_te_".
@@ -178,12 +179,7 @@ def _load_file(path: Path, allow_pickle: bool) -> tuple[dict[str, torch.Tensor],
             ) from exc
         return sd, meta
     if suffix in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise ModelError(
-                f"LoRA file {path} is a pickle ({suffix}) file, which can run code when loaded.",
-                hint="convert it to .safetensors, or pass allow_pickle / --allow-pickle if you trust it",
-            )
-        obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj: Any = load_pickle(path, allow_pickle=allow_pickle, what="LoRA file")
         if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict):

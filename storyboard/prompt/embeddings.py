@@ -22,6 +22,7 @@ import torch
 
 from storyboard.errors import ModelError
 from storyboard.models.hashes import sha256_file
+from storyboard.models.pickle_gate import load_pickle
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pt", ".bin")
@@ -60,18 +61,7 @@ def load_embedding(path: str | Path, *, allow_pickle: bool = False) -> Embedding
         except Exception as exc:  # safetensors raises several types for a damaged file
             raise ModelError(f"Embedding file {path} is not a readable safetensors file: {exc}") from None
     elif suffix in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise ModelError(
-                f"Embedding file {path} is a pickle ({suffix}), which can run code when loaded.",
-                hint="convert it to .safetensors, or opt in with allow_pickle (loads with weights_only=True)",
-            )
-        try:
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelError(
-                f"Embedding file {path} could not be loaded safely (weights_only=True): {exc}",
-                hint="convert it to .safetensors with a trusted tool",
-            ) from None
+        data = load_pickle(path, allow_pickle=allow_pickle, what="embedding file")
     else:
         raise ModelError(
             f"Embedding file {path} has an unsupported type {suffix!r}.",

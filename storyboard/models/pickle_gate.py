@@ -1,0 +1,33 @@
+"""The one door through which pickle weight files (.ckpt, .pt, .pth, .bin) are read.
+
+Unpickling can run code, so these files are refused unless the user opts in; with the opt-in they are
+still read with torch.load(weights_only=True), which rejects anything but tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from storyboard.errors import ModelError
+
+PICKLE_HINT = "pass --allow-pickle on the command line, or set `render.allow_pickle: true` in the story"
+
+
+def load_pickle(path: Path, *, allow_pickle: bool, what: str = "model file") -> Any:
+    """The object stored in a pickle weights file, on CPU; ModelError unless allow_pickle."""
+    if not allow_pickle:
+        raise ModelError(
+            f"The {what} {path} is a pickle file ({path.suffix}), which can run arbitrary code when loaded, "
+            "so it is refused by default.",
+            hint=f"prefer a .safetensors version of it; if you trust the file, {PICKLE_HINT}",
+        )
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(
+            f"Cannot read the {what} {path}: torch.load(weights_only=True) failed ({exc}).",
+            hint="the file may be corrupt or hold more than plain tensors; convert it to safetensors",
+        ) from None
