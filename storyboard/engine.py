@@ -8,7 +8,7 @@ seeded noise (``storyboard.noise``) and the hires fix (``storyboard.hires``). On
 
     sigmas = sampler.sigmas(steps);  x = noise(seed) * sigmas[0]
     x = sample(CFG(D, cond, uncond), x, sigmas, ancestral noise from the same per-image generators)
-    [hires] upscale the latent (or decode -> Lanczos -> encode); fresh generators with the same seeds
+    [hires] upscale the latent (or decode -> Lanczos/ESRGAN -> encode); fresh generators with the same seeds
             at the new size; an int(steps / d)-step schedule entered so that `steps` steps remain
     decode -> PIL
 
@@ -123,8 +123,10 @@ def _folders(settings: RenderSettings, base_dir: Path) -> ModelFolders:
         upscalers=rel(f.upscalers),
     )
     if settings.webui_root is not None:
-        folders = folders.merged(
-            ModelFolders.from_webui_root(base_dir / Path(settings.webui_root).expanduser())
+        root = base_dir / Path(settings.webui_root).expanduser()
+        # WebUI keeps its Real-ESRGAN downloads ("R-ESRGAN 4x+" etc.) in models/RealESRGAN.
+        folders = folders.merged(ModelFolders.from_webui_root(root)).merged(
+            ModelFolders(upscalers=[root / "models" / "RealESRGAN"])
         )
     return folders
 
@@ -135,16 +137,25 @@ def _check_sampling(settings: RenderSettings) -> None:
     if hr is None:
         return
     _hires_spec(spec, hr.sampler)
-    if not is_latent_upscaler(hr.upscaler) and hr.upscaler not in PIXEL_UPSCALERS_WITHOUT_MODEL:
-        raise ModelError(
-            f"The hires upscaler {hr.upscaler!r} is not supported by this engine.",
-            hint="use one of " + ", ".join([*LATENT_UPSCALERS, "Lanczos"]),
-        )
     if hr.denoising_strength <= 0:
         raise StoryboardError(
             f"Hires denoising strength is {hr.denoising_strength}; it must be above 0.",
             hint="use e.g. 0.7 (WebUI's default), or remove the hires block",
         )
+
+
+# WebUI's display names for the Real-ESRGAN models it ships, by the file stem each one loads.
+UPSCALER_DISPLAY_NAMES = {
+    "R-ESRGAN 4x+": "RealESRGAN_x4plus",
+    "R-ESRGAN 4x+ Anime6B": "RealESRGAN_x4plus_anime_6B",
+    "R-ESRGAN 2x+": "RealESRGAN_x2plus",
+    "ESRGAN_4x": "ESRGAN_4x",
+}
+
+
+def needs_upscaler_model(name: str) -> bool:
+    """True when a hires upscaler name means a model file (not a latent mode nor plain Lanczos)."""
+    return not is_latent_upscaler(name) and name not in PIXEL_UPSCALERS_WITHOUT_MODEL
 
 
 def _hires_spec(spec: SamplerSpec, sampler: str | None) -> SamplerSpec:
@@ -214,6 +225,7 @@ class DiffusersRenderer:
         self._oom_cap: int | None = None
         # Keyed by id() of a ResolvedModels.embeddings dict, which lives as long as self._resolved.
         self._embedding_index: dict[int, EmbeddingIndex] = {}
+        self._upscaler: Any = None  # the last loaded storyboard.upscale.UpscalerModel
 
     # Construction and checks -------------------------------------------------------------------
 
@@ -238,6 +250,7 @@ class DiffusersRenderer:
             resolved = self.resolve(job.settings)
             for use in job.loras:
                 self._lora_file(job.settings, use.name, resolved)
+            self._upscaler_file(job.settings, resolved)
 
     def _registry(self, settings: RenderSettings) -> Registry:
         key = f"{settings.webui_root}|{settings.folders.model_dump_json()}"
@@ -303,6 +316,44 @@ class DiffusersRenderer:
         self._loras[key] = f
         return f
 
+    def _upscaler_file(self, settings: RenderSettings, resolved: ResolvedModels) -> ModelFile | None:
+        """The hires upscaler's model file, or None for latent/Lanczos upscaling."""
+        hr = settings.hires
+        if hr is None or not needs_upscaler_model(hr.upscaler):
+            return None
+        reg = resolved.registry
+        name = hr.upscaler
+        try:
+            f = reg.find_upscaler(name)
+        except ModelError as exc:
+            alias = UPSCALER_DISPLAY_NAMES.get(name)
+            if alias is None or alias == name:
+                raise ModelError(
+                    f"The hires upscaler '{name}' is not a latent mode, Lanczos, or a file in the "
+                    f"upscaler folders: {exc.message}",
+                    hint="use one of "
+                    + ", ".join([*LATENT_UPSCALERS, "Lanczos"])
+                    + ", or put the ESRGAN model in models/ESRGAN (or render.folders.upscalers)",
+                ) from None
+            f = reg.find_upscaler(alias)
+        if f.pickle and not settings.allow_pickle:
+            raise ModelError(
+                f"The upscaler {f.path} is a pickle file, which can run arbitrary code when loaded, "
+                "so it is refused.",
+                hint="use a .safetensors version, or set `render.allow_pickle: true` if you trust it",
+            )
+        return f
+
+    def _load_upscaler(self, f: ModelFile, settings: RenderSettings) -> Any:
+        from storyboard.upscale import load_upscaler
+
+        if self._upscaler is None or self._upscaler.path != f.path:
+            self._upscaler = None  # free the old one first
+            self._upscaler = load_upscaler(
+                f.path, allow_pickle=settings.allow_pickle, device=self.device, dtype=self.dtype
+            )
+        return self._upscaler
+
     # Identity ----------------------------------------------------------------------------------
 
     def _sha(self, path: Path) -> str:
@@ -327,6 +378,11 @@ class DiffusersRenderer:
             "lora_hashes": {n: self._lora_hash(f.path) for n, f in loras.items()},
             "lora_files": {n: self._sha(f.path) for n, f in loras.items()},
             "embeddings": {e.name: e.shorthash for e in self.used_embeddings(job)},
+            **(
+                {"upscaler": self._sha(up.path)}
+                if (up := self._upscaler_file(job.settings, resolved))
+                else {}
+            ),
             "device": f"{self.device.type}/{str(self.dtype).removeprefix('torch.')}",
         }
 
@@ -396,7 +452,7 @@ class DiffusersRenderer:
         """Restore LoRA-free weights and drop the loaded model."""
         if self._patcher is not None:
             self._patcher.release()
-        self._components = self._patcher = self._denoiser = None
+        self._components = self._patcher = self._denoiser = self._upscaler = None
         self._loaded_key = None
         gc.collect()
         if self.device.type == "cuda":
@@ -580,7 +636,15 @@ class DiffusersRenderer:
                 else:
                     vae = self._components.vae
                     first = decode_latents(vae, latent)
-                    up = encode_images(vae, [upscale_image_lanczos(im, tw, th) for im in first], self.device)
+                    f = self._upscaler_file(s, self.resolve(s))
+                    if f is None:
+                        pixels = [upscale_image_lanczos(im, tw, th) for im in first]
+                    else:
+                        from storyboard.upscale import upscale_image
+
+                        model = self._load_upscaler(f, s)
+                        pixels = [upscale_image(model, im, tw, th) for im in first]
+                    up = encode_images(vae, pixels, self.device)
             # WebUI: a fresh ImageRNG with the same seeds at the hires latent size.
             rng2 = ImageRNG(tuple(up.shape[1:]), seeds, s.noise_source, self.device)
             hr_steps = hr.steps or s.steps

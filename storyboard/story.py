@@ -86,7 +86,8 @@ class Style(Strict):
 
 
 UPSCALERS_HINT = (
-    "Latent, Latent (antialiased), Latent (bicubic), Latent (nearest-exact), Lanczos, or a model file"
+    "Latent, Latent (antialiased), Latent (bicubic), Latent (nearest-exact), Lanczos, or an ESRGAN-family "
+    "file in models/ESRGAN (e.g. R-ESRGAN 4x+ Anime6B)"
 )
 
 

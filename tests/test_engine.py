@@ -407,3 +407,36 @@ def test_prompt_editing_switches_conditioning_mid_sampling(
     # alternation differs from both words too
     alt = img("1girl, [cat|dog]")
     assert not np.array_equal(alt, cat) and not np.array_equal(alt, dog)
+
+
+def test_esrgan_hires_upscaler_from_the_upscaler_folder(
+    tiny: TinyModel, renderer: DiffusersRenderer, tmp_path: Path
+) -> None:
+    from safetensors.torch import save_file
+
+    from storyboard.upscale import RRDBNet
+
+    torch.manual_seed(5)
+    net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4)
+    folder = tmp_path / "ESRGAN"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, folder / "tiny_esrgan.safetensors")
+    up = settings(tiny).folders.model_copy(update={"upscalers": [folder]})
+    hr = HiresFix(scale=1.5, upscaler="tiny_esrgan", denoising_strength=0.6)
+    j = job(tiny, width=64, height=96, hires=hr, folders=up)
+    img, info = render_one(renderer, j)
+    assert img.size == (96, 144)
+    assert parse_infotext(info)["Hires upscaler"] == "tiny_esrgan"
+    assert renderer.identity(j)["upscaler"] == sha256_file(folder / "tiny_esrgan.safetensors")
+    lanczos_hr = hr.model_copy(update={"upscaler": "Lanczos"})
+    lanczos, _ = render_one(renderer, job(tiny, width=64, height=96, folders=up, hires=lanczos_hr))
+    assert np.abs(pixels(img) - pixels(lanczos)).max() > 10
+    with pytest.raises(ModelError) as err:
+        renderer.check([job(tiny, folders=up, hires=hr.model_copy(update={"upscaler": "tiny_esrgn"}))])
+    assert "tiny_esrgan" in err.value.message.split("Closest names:")[1]
+    # WebUI's display name finds the Real-ESRGAN file it stands for.
+    anime = folder / "RealESRGAN_x4plus_anime_6B.safetensors"
+    save_file({k: v.contiguous() * 2 for k, v in net.state_dict().items()}, anime)
+    renderer.resolve(j.settings).registry.refresh()
+    named = job(tiny, folders=up, hires=hr.model_copy(update={"upscaler": "R-ESRGAN 4x+ Anime6B"}))
+    assert renderer.identity(named)["upscaler"] == sha256_file(anime)
