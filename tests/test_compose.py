@@ -129,3 +129,14 @@ def test_tidy():
         )
         == "(x:1.2), BREAK"
     )
+
+
+def test_packaged_prompt_templates_match_the_repository_copy():
+    # templates/ is the source; storyboard/data/templates/ ships the same files inside the package so an
+    # installed (non-editable) storyboard composes the same prompts.
+    repo = {p.name: p.read_bytes() for p in (ROOT / "templates" / "prompts" / "default").glob("*.j2")}
+    pkg_dir = ROOT / "storyboard" / "data" / "templates" / "prompts" / "default"
+    pkg = {p.name: p.read_bytes() for p in pkg_dir.glob("*.j2")}
+    assert repo and repo == pkg, (
+        "copy templates/prompts/default/*.j2 to storyboard/data/templates/prompts/default/"
+    )
