@@ -682,7 +682,9 @@ class DiffusersRenderer:
             negative=job.negative,
             steps=s.steps,
             sampler=spec.infotext_name,
-            schedule_type=spec.schedule_label,
+            # WebUI writes the schedule type as chosen (p.scheduler), "Automatic" included, not the
+            # schedule it resolves to.
+            schedule_type=SCHEDULE_LABELS[spec.schedule],
             cfg_scale=float(s.cfg_scale),
             seed=job.seed,
             width=s.width,
@@ -703,8 +705,8 @@ class DiffusersRenderer:
             hires_negative=hr.negative
             if hr is not None and hr.negative and hr.negative != job.negative
             else None,
-            hires_schedule_type=hr_spec.schedule_label
-            if own_hr_sampler and hr_spec is not None and hr_spec.schedule_label != spec.schedule_label
+            hires_schedule_type=SCHEDULE_LABELS[hr_spec.schedule]
+            if own_hr_sampler and hr_spec is not None and hr_spec.schedule != spec.schedule
             else None,
             hires_upscale=float(hr.scale) if hr else None,
             hires_steps=hr.steps if hr and hr.steps else None,

@@ -440,3 +440,21 @@ def test_esrgan_hires_upscaler_from_the_upscaler_folder(
     renderer.resolve(j.settings).registry.refresh()
     named = job(tiny, folders=up, hires=hr.model_copy(update={"upscaler": "R-ESRGAN 4x+ Anime6B"}))
     assert renderer.identity(named)["upscaler"] == sha256_file(anime)
+
+
+@pytest.mark.parametrize(
+    "sampler,schedule,written",
+    [
+        ("Euler a", "Automatic", "Automatic"),
+        ("DPM++ 2M", "Karras", "Karras"),
+        ("DPM++ 2M Karras", "Automatic", "Karras"),
+    ],
+)
+def test_schedule_type_is_written_as_chosen(
+    tiny: TinyModel, renderer: DiffusersRenderer, sampler: str, schedule: str, written: str
+) -> None:
+    # WebUI's create_infotext writes p.scheduler: the user's choice ("Automatic" stays "Automatic");
+    # an old combined name like "DPM++ 2M Karras" is split into sampler and schedule first.
+    _, info = render_one(renderer, job(tiny, sampler=sampler, schedule=schedule, steps=2, hires=None))
+    p = parse_infotext(info)
+    assert p["Schedule type"] == written and p["Sampler"] == sampler.removesuffix(" Karras")
