@@ -13,11 +13,12 @@ So the mapping is exact for whatever block layout the model has.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from storyboard.models.ldm_keys import unet_key_to_ldm
 
 # Which kohya prefixes name which pipeline component.
 COMPONENT_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -42,70 +43,20 @@ class Target:
         return w
 
 
-_RESNET_PARTS = {
-    "norm1": "in_layers.0",
-    "conv1": "in_layers.2",
-    "time_emb_proj": "emb_layers.1",
-    "norm2": "out_layers.0",
-    "conv2": "out_layers.3",
-    "conv_shortcut": "skip_connection",
-}
-_TOP_LEVEL = {
-    "conv_in": "input_blocks.0.0",
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    "add_embedding.linear_1": "label_emb.0.0",
-    "add_embedding.linear_2": "label_emb.0.2",
-    "conv_norm_out": "out.0",
-    "conv_out": "out.2",
-}
-
-
-def _resnet_rest(rest: str) -> str:
-    head, _, tail = rest.partition(".")
-    mapped = _RESNET_PARTS.get(head, head)
-    return mapped + ("." + tail if tail else "")
-
-
 def diffusers_to_ldm_module_path(name: str, layers_per_block: int, up_has_attn: list[bool]) -> str | None:
-    """The LDM (original SD) path of a diffusers UNet module path, or None where there is none."""
-    for d, ldm in _TOP_LEVEL.items():
-        if name == d or name.startswith(d + "."):
-            return ldm + name[len(d) :]
-    L = layers_per_block
-    m = re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", name)
-    if m:
-        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-        idx = 1 + i * (L + 1) + j
-        return (
-            f"input_blocks.{idx}.0.{_resnet_rest(rest)}"
-            if kind == "resnets"
-            else f"input_blocks.{idx}.1.{rest}"
-        )
-    m = re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv(.*)", name)
-    if m:
-        return f"input_blocks.{(int(m[1]) + 1) * (L + 1)}.0.op{m[2]}"
-    m = re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", name)
-    if m:
-        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-        idx = i * (L + 1) + j
-        return (
-            f"output_blocks.{idx}.0.{_resnet_rest(rest)}"
-            if kind == "resnets"
-            else f"output_blocks.{idx}.1.{rest}"
-        )
-    m = re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv(.*)", name)
-    if m:
-        i = int(m[1])
-        slot = 2 if i < len(up_has_attn) and up_has_attn[i] else 1
-        return f"output_blocks.{i * (L + 1) + L}.{slot}.conv{m[2]}"
-    m = re.fullmatch(r"mid_block\.attentions\.0\.(.+)", name)
-    if m:
-        return f"middle_block.1.{m[1]}"
-    m = re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", name)
-    if m:
-        return f"middle_block.{2 * int(m[1])}.{_resnet_rest(m[2])}"
-    return None
+    """The LDM (original SD) path of a diffusers UNet module path, or None where there is none.
+
+    The mapping itself is the checkpoint writer's (ldm_keys.unet_key_to_ldm), asked about the
+    module's weight, so LoRA names and checkpoint keys can never disagree.
+    """
+    config = {
+        "layers_per_block": layers_per_block,
+        "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in up_has_attn],
+    }
+    try:
+        return unet_key_to_ldm(f"{name}.weight", config).removesuffix(".weight")
+    except (KeyError, IndexError):
+        return None
 
 
 def _unet_layout(unet: nn.Module) -> tuple[int, list[bool]]:
