@@ -30,10 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from storyboard.engine import DiffusersRenderer, default_device  # noqa: E402
-from storyboard.plan import PanelJob  # noqa: E402
+from storyboard.render.engine import DiffusersRenderer, default_device  # noqa: E402
+from storyboard.story.plan import PanelJob  # noqa: E402
 from storyboard.prompt.extra_networks import LoraUse  # noqa: E402
-from storyboard.story import HiresFix, RenderSettings  # noqa: E402
+from storyboard.story.schema import HiresFix, RenderSettings  # noqa: E402
 
 PROMPT = (
     "(masterpiece), (best quality), (ultra-detailed), 1girl, iku nakatani, short black hair, school uniform, "
@@ -189,7 +189,7 @@ def main() -> None:
                 nan=nan,
             )
         if args.check_repeat and renderer is not None:
-            from storyboard.build import png_bytes
+            from storyboard.app.build import png_bytes
 
             a = [png_bytes(r.image, r.infotext) for r in renderer.render(jobs(2, 7))]
             b = [png_bytes(r.image, r.infotext) for r in renderer.render(jobs(2, 7))]

@@ -35,7 +35,7 @@ def _quiet() -> bool:
 @app.command()
 def validate(story: StoryArg) -> None:
     """Check a story file and report every problem with its line and column."""
-    from storyboard.story_load import load_story
+    from storyboard.story.load import load_story
 
     loaded = load_story(story)
     n = sum(len(p.panels) for p in loaded.story.pages)
@@ -51,8 +51,8 @@ def prompts(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show each panel's composed prompts, LoRA set, seed and size (no GPU needed)."""
-    from storyboard.plan import plan
-    from storyboard.story_load import load_story
+    from storyboard.story.plan import plan
+    from storyboard.story.load import load_story
 
     jobs = plan(load_story(story))
     if as_json:
@@ -86,8 +86,8 @@ def prompts(
 
 
 def _renderer(loaded: Any, draft: bool, require_models: bool) -> Any:
-    from storyboard.build import DraftRenderer
-    from storyboard.engine import DiffusersRenderer
+    from storyboard.app.build import DraftRenderer
+    from storyboard.render.engine import DiffusersRenderer
 
     if draft:
         return DraftRenderer()
@@ -115,8 +115,8 @@ def _run_build(
     seeds: dict[str, int] | None = None,
     wait: bool = True,
 ) -> None:
-    from storyboard.build import build
-    from storyboard.story_load import load_story
+    from storyboard.app.build import build
+    from storyboard.story.load import load_story
 
     loaded = load_story(story)
     if only:
@@ -180,8 +180,8 @@ def render(
     """Re-render just the given panels (other panels stay byte-identical), then re-lay out."""
     import random
 
-    from storyboard.plan import plan
-    from storyboard.story_load import load_story
+    from storyboard.story.plan import plan
+    from storyboard.story.load import load_story
 
     if sum([seed is not None, reroll, candidates > 0]) > 1:
         raise StoryboardError("Use only one of --seed, --reroll and --candidates.")
@@ -189,7 +189,7 @@ def render(
     for pid in panel:
         loaded.story.panel(pid)
     if candidates:
-        from storyboard.build import render_candidates
+        from storyboard.app.build import render_candidates
 
         base = {j.panel_id: j.seed for j in plan(loaded)}
         renderer = _renderer(loaded, draft, False)
@@ -218,7 +218,7 @@ def pick(
     seed: Annotated[int, typer.Argument(help="The seed to keep.")],
 ) -> None:
     """Lock a panel's seed by writing it into the story file (comments and formatting kept)."""
-    from storyboard.pick import pick_seed
+    from storyboard.story.pick import pick_seed
 
     pick_seed(story, panel, seed)
     console.print(f"{story}: panel {panel} now has seed {seed}")
@@ -227,10 +227,10 @@ def pick(
 @app.command()
 def layout(story: StoryArg, out: OutOpt = Path("output")) -> None:
     """Lay the pages out again from the rendered (or draft) panels; no GPU needed."""
-    from storyboard.build import output_dir
-    from storyboard.layout_story import layout_story
-    from storyboard.store import PanelStore
-    from storyboard.story_load import load_story
+    from storyboard.app.build import output_dir
+    from storyboard.layout.story_pages import layout_story
+    from storyboard.app.store import PanelStore
+    from storyboard.story.load import load_story
 
     loaded = load_story(story)
     out_dir = output_dir(loaded, out)
@@ -254,7 +254,7 @@ def schema(
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Write the story file's JSON Schema (for editor autocompletion)."""
-    from storyboard.schema import story_json_schema
+    from storyboard.story.json_schema import story_json_schema
 
     text = json.dumps(story_json_schema(), indent=2) + "\n"
     if out is None:
@@ -267,7 +267,7 @@ def schema(
 @app.command()
 def init(directory: Annotated[Path, typer.Argument(help="Folder for the new project.")]) -> None:
     """Create a new project folder with an example story you can build at once."""
-    from storyboard.init_project import init_project
+    from storyboard.app.init_project import init_project
 
     for path in init_project(directory):
         console.print(f"wrote {path}")

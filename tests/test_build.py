@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from storyboard.build import DraftRenderer, build
+from storyboard.app.build import DraftRenderer, build
 from storyboard.errors import StoryboardError
-from storyboard.store import PanelStore, safe_child
-from storyboard.story_load import load_story
+from storyboard.app.store import PanelStore, safe_child
+from storyboard.story.load import load_story
 
 STORY = """\
 title: Cache Test
@@ -127,8 +127,8 @@ def test_safe_child_refuses_escape(tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from storyboard.build import DraftRenderer, build
-    from storyboard.story_load import load_story
+    from storyboard.app.build import DraftRenderer, build
+    from storyboard.story.load import load_story
 
     class Slow(DraftRenderer):
         def render(self, jobs):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from storyboard.denoiser import (
+from storyboard.render.denoiser import (
     CFGDenoiser,
     CompVisDenoiser,
     Conditioning,

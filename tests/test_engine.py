@@ -12,16 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-from storyboard.build import build, png_bytes
-from storyboard.engine import DiffusersRenderer
+from storyboard.app.build import build, png_bytes
+from storyboard.render.engine import DiffusersRenderer
 from storyboard.errors import ModelError
-from storyboard.infotext import parse_hash_list, parse_infotext
+from storyboard.render.infotext import parse_hash_list, parse_infotext
 from storyboard.models.hashes import embedding_hash, lora_hash, sha256_file
 from storyboard.models.tiny import TinyModel, write_tiny_model
-from storyboard.plan import PanelJob
+from storyboard.story.plan import PanelJob
 from storyboard.prompt.extra_networks import LoraUse
-from storyboard.story import HiresFix, RenderSettings
-from storyboard.story_load import load_story
+from storyboard.story.schema import HiresFix, RenderSettings
+from storyboard.story.load import load_story
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -121,7 +121,7 @@ def test_one_sampler_step_matches_an_independent_computation(
             negative="")  # fmt: skip
     img, _ = render_one(renderer, j)
     comps = renderer._components
-    from storyboard.denoiser import scaled_linear_alphas_cumprod
+    from storyboard.render.denoiser import scaled_linear_alphas_cumprod
     from storyboard.prompt.encode import PromptEncoder
 
     enc = PromptEncoder(comps.tokenizer, comps.text_encoder, {}, 1)
@@ -414,7 +414,7 @@ def test_esrgan_hires_upscaler_from_the_upscaler_folder(
 ) -> None:
     from safetensors.torch import save_file
 
-    from storyboard.upscale import RRDBNet
+    from storyboard.render.upscale import RRDBNet
 
     torch.manual_seed(5)
     net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4)

@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from storyboard.batching import BYTES_PER_POSITION_FP16, estimate_batch_size, group_jobs
-from storyboard.engine import DiffusersRenderer, PanelConds
-from storyboard.plan import PanelJob
-from storyboard.progress import RenderProgress
+from storyboard.render.batching import BYTES_PER_POSITION_FP16, estimate_batch_size, group_jobs
+from storyboard.render.engine import DiffusersRenderer, PanelConds
+from storyboard.story.plan import PanelJob
+from storyboard.render.progress import RenderProgress
 from storyboard.prompt.extra_networks import LoraUse
-from storyboard.story import HiresFix, RenderSettings
+from storyboard.story.schema import HiresFix, RenderSettings
 
 
 def job(pid: str, loras: tuple[LoraUse, ...] = (), **kw: Any) -> PanelJob:
@@ -71,7 +71,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_order(
     monkeypatch.setattr(r, "resolve", lambda s: SimpleNamespace(embeddings={}))
     monkeypatch.setattr(r, "_ensure_loaded", lambda res, s: None)
     monkeypatch.setattr(r, "_apply_loras", lambda j, res: None)
-    monkeypatch.setattr("storyboard.engine._prompt_encoder", lambda *a: None)
+    monkeypatch.setattr("storyboard.render.engine._prompt_encoder", lambda *a: None)
     monkeypatch.setattr(r, "_encode", lambda *a: cond)
     monkeypatch.setattr(PanelConds, "shape_key", property(lambda self: (1,)))
     monkeypatch.setattr(r, "infotext", lambda j, *a: j.panel_id)
@@ -84,7 +84,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_order(
 def test_progress_only_on_an_interactive_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from storyboard.progress import progress_enabled
+    from storyboard.render.progress import progress_enabled
 
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)

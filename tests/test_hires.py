@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from storyboard.denoiser import scaled_linear_alphas_cumprod
+from storyboard.render.denoiser import scaled_linear_alphas_cumprod
 from storyboard.errors import StoryboardError
-from storyboard.hires import (
+from storyboard.render.hires import (
     LATENT_UPSCALERS,
     hires_size,
     hires_size_to,
@@ -19,7 +19,7 @@ from storyboard.hires import (
     upscale_image_lanczos,
     upscale_latent,
 )
-from storyboard.sampling import discrete_sigmas, parse_sampler_name
+from storyboard.render.sampling import discrete_sigmas, parse_sampler_name
 
 TABLE = discrete_sigmas(scaled_linear_alphas_cumprod())
 

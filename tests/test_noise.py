@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from storyboard.errors import StoryboardError
-from storyboard.noise import ImageRNG, batch_seeds, brownian_noise_sampler, resolve_seed
+from storyboard.render.noise import ImageRNG, batch_seeds, brownian_noise_sampler, resolve_seed
 
 SHAPE = (4, 8, 6)
 

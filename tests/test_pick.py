@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from storyboard.build import DraftRenderer, build, render_candidates
+from storyboard.app.build import DraftRenderer, build, render_candidates
 from storyboard.errors import StoryboardError
-from storyboard.pick import pick_seed
-from storyboard.plan import plan
-from storyboard.story_load import load_story
+from storyboard.story.pick import pick_seed
+from storyboard.story.plan import plan
+from storyboard.story.load import load_story
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import torch
 
-from storyboard.denoiser import scaled_linear_alphas_cumprod
+from storyboard.render.denoiser import scaled_linear_alphas_cumprod
 from storyboard.errors import StoryboardError
-from storyboard.sampling import (
+from storyboard.render.sampling import (
     SAMPLER_NAMES,
     SAMPLERS,
     ddim_sigmas,
@@ -365,7 +365,7 @@ def test_callback_gets_each_step() -> None:
 @pytest.mark.filterwarnings("ignore:Should have")
 def test_brownian_noise_matches_kdiffusion() -> None:
     assert REF is not None
-    from storyboard.noise import brownian_noise_sampler
+    from storyboard.render.noise import brownian_noise_sampler
 
     sigmas = parse_sampler_name("DPM++ SDE").sigmas(8, SD_TABLE)
     x = torch.zeros(2, 4, 3, 3)
@@ -414,8 +414,8 @@ def test_unet_render_matches_kdiffusion_webui_path(name: str) -> None:
     kd_sampling, kd_external = REF
     from diffusers import UNet2DConditionModel
 
-    from storyboard.denoiser import CFGDenoiser, CompVisDenoiser
-    from storyboard.noise import ImageRNG
+    from storyboard.render.denoiser import CFGDenoiser, CompVisDenoiser
+    from storyboard.render.noise import ImageRNG
 
     torch.manual_seed(0)
     unet: Any = UNet2DConditionModel(

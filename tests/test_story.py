@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from storyboard.errors import StoryboardError
-from storyboard.story_load import StoryError, load_story, load_story_text
+from storyboard.story.load import StoryError, load_story, load_story_text
 
 ROOT = Path(__file__).resolve().parents[1]
 

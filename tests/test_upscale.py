@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from storyboard.errors import ModelError
-from storyboard.upscale import RRDBNet, load_upscaler, run_tiled, upscale_image
+from storyboard.render.upscale import RRDBNet, load_upscaler, run_tiled, upscale_image
 
 OLD_TOP = {"conv_first": "model.0", "conv_up1": "model.3", "conv_up2": "model.6", "conv_hr": "model.8",
            "conv_last": "model.10"}  # fmt: skip

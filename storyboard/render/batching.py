@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Hashable, Sequence
 
-from storyboard.plan import PanelJob
+from storyboard.story.plan import PanelJob
 
 # Rough activation bytes per latent position for one image with both CFG halves (SD1.5 UNet, SDPA,
 # fp16): measured peaks run ~60-70 KB per position; double it for headroom.

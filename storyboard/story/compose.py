@@ -14,7 +14,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from storyboard.errors import StoryboardError
 from storyboard.prompt.parse import strip_comments
-from storyboard.story import Panel, Story
+from storyboard.story.schema import Panel, Story
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 PACKAGED_TEMPLATES = Path(__file__).resolve().parents[1] / "data" / "templates"

@@ -2,8 +2,8 @@
 
 diffusers only holds the UNet, VAE and CLIP modules; everything WebUI decides is ours: prompt
 parsing and chunked CLIP encoding (``storyboard.prompt``), LoRA merging (``storyboard.models.lora``),
-k-diffusion samplers over the UNet (``storyboard.sampling``, ``storyboard.denoiser``), per-image
-seeded noise (``storyboard.noise``) and the hires fix (``storyboard.hires``). One txt2img, as WebUI's
+k-diffusion samplers over the UNet (``storyboard.render.sampling``, ``storyboard.render.denoiser``), per-image
+seeded noise (``storyboard.render.noise``) and the hires fix (``storyboard.render.hires``). One txt2img, as WebUI's
 ``processing.py`` runs it::
 
     sigmas = sampler.sigmas(steps);  x = noise(seed) * sigmas[0]
@@ -37,11 +37,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from storyboard.batching import estimate_batch_size, group_jobs
-from storyboard.build import RenderedPanel
-from storyboard.denoiser import CFGDenoiser, CompVisDenoiser, Conditioning, merge_schedules
+from storyboard.render.batching import estimate_batch_size, group_jobs
+from storyboard.app.build import RenderedPanel
+from storyboard.render.denoiser import CFGDenoiser, CompVisDenoiser, Conditioning, merge_schedules
 from storyboard.errors import ModelError, StoryboardError
-from storyboard.hires import (
+from storyboard.render.hires import (
     LATENT_UPSCALERS,
     PIXEL_UPSCALERS_WITHOUT_MODEL,
     hires_size,
@@ -51,20 +51,20 @@ from storyboard.hires import (
     upscale_image_lanczos,
     upscale_latent,
 )
-from storyboard.infotext import Infotext
+from storyboard.render.infotext import Infotext
 from storyboard.models.hashes import lora_hash, sha256_file
 from storyboard.models.registry import ModelFile, ModelFolders, Registry, safetensors_header
-from storyboard.noise import ImageRNG, brownian_noise_sampler
-from storyboard.plan import PanelJob, plan
-from storyboard.progress import RenderProgress, progress_enabled
+from storyboard.render.noise import ImageRNG, brownian_noise_sampler
+from storyboard.story.plan import PanelJob, plan
+from storyboard.render.progress import RenderProgress, progress_enabled
 from storyboard.prompt.embeddings import Embedding, load_embedding
 from storyboard.prompt.encode import EmbeddingIndex, tokenize_prompt
 from storyboard.prompt.extra_networks import extract_extra_networks
 from storyboard.prompt.schedule import prompt_schedule
-from storyboard.sampling import SCHEDULE_LABELS, SamplerSpec, parse_sampler_name, sample
-from storyboard.story import RenderSettings
-from storyboard.story_load import LoadedStory
-from storyboard.vae_decode import decode_latents, encode_images
+from storyboard.render.sampling import SCHEDULE_LABELS, SamplerSpec, parse_sampler_name, sample
+from storyboard.story.schema import RenderSettings
+from storyboard.story.load import LoadedStory
+from storyboard.render.decode import decode_latents, encode_images
 
 # Bump when a change here changes pixels for the same inputs: cached panels then re-render.
 ENGINE_VERSION = "storyboard-kdiffusion-1"
@@ -225,7 +225,7 @@ class DiffusersRenderer:
         self._oom_cap: int | None = None
         # Keyed by id() of a ResolvedModels.embeddings dict, which lives as long as self._resolved.
         self._embedding_index: dict[int, EmbeddingIndex] = {}
-        self._upscaler: Any = None  # the last loaded storyboard.upscale.UpscalerModel
+        self._upscaler: Any = None  # the last loaded storyboard.render.upscale.UpscalerModel
 
     # Construction and checks -------------------------------------------------------------------
 
@@ -345,7 +345,7 @@ class DiffusersRenderer:
         return f
 
     def _load_upscaler(self, f: ModelFile, settings: RenderSettings) -> Any:
-        from storyboard.upscale import load_upscaler
+        from storyboard.render.upscale import load_upscaler
 
         if self._upscaler is None or self._upscaler.path != f.path:
             self._upscaler = None  # free the old one first
@@ -640,7 +640,7 @@ class DiffusersRenderer:
                     if f is None:
                         pixels = [upscale_image_lanczos(im, tw, th) for im in first]
                     else:
-                        from storyboard.upscale import upscale_image
+                        from storyboard.render.upscale import upscale_image
 
                         model = self._load_upscaler(f, s)
                         pixels = [upscale_image(model, im, tw, th) for im in first]

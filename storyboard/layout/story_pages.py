@@ -6,9 +6,9 @@ from pathlib import Path
 
 from storyboard.layout import render_comic
 from storyboard.layout.types import Balloon, LayoutMeta, LayoutPage, LayoutPanel
-from storyboard.prompt.compose import template_dirs
-from storyboard.store import PanelStore
-from storyboard.story_load import LoadedStory
+from storyboard.story.compose import template_dirs
+from storyboard.app.store import PanelStore
+from storyboard.story.load import LoadedStory
 
 
 def layout_pages(loaded: LoadedStory, store: PanelStore) -> list[LayoutPage]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storyboard.story import Story
+from storyboard.story.schema import Story
 
 
 def story_json_schema() -> dict[str, Any]:

@@ -4,7 +4,7 @@ Every sampler is a short loop over a denoiser ``model(x, sigma, **extra_args) ->
 k-diffusion convention (x = x0 + sigma * eps, sigmas descending and ending in 0). The step formulas
 follow k-diffusion 0.1.1 ``k_diffusion/sampling.py`` (the code WebUI runs) so that, with the same
 noise, a render here matches a WebUI render. Randomness comes only from ``noise_sampler(sigma,
-sigma_next)`` so the caller owns the RNG (see ``storyboard.noise``).
+sigma_next)`` so the caller owns the RNG (see ``storyboard.render.noise``).
 
 Sampler names, their default ("Automatic") schedules and the discard-penultimate-sigma rule follow
 WebUI 1.9+ ``modules/sd_samplers_kdiffusion.py`` and ``modules/sd_schedulers.py``.

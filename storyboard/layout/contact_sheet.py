@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from storyboard.draft import _font
+from storyboard.render.draft import _font
 
 
 def contact_sheet(items: list[tuple[str, Path]], *, title: str = "", thumb_width: int = 320) -> Image.Image:

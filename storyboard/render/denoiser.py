@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from storyboard.sampling import discrete_sigmas, table_sigma_to_t, table_t_to_sigma
+from storyboard.render.sampling import discrete_sigmas, table_sigma_to_t, table_t_to_sigma
 
 
 def scaled_linear_alphas_cumprod(

@@ -17,8 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from storyboard.errors import StoryboardError
-from storyboard.story import Character, RenderSettings, Story
-from storyboard.yaml_source import YamlDocument, load_yaml, parse_yaml
+from storyboard.story.schema import Character, RenderSettings, Story
+from storyboard.story.yaml_source import YamlDocument, load_yaml, parse_yaml
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from typing import Any, Protocol
 
 from PIL import Image, PngImagePlugin
 
-from storyboard.contact_sheet import contact_sheet
-from storyboard.draft import draw_draft
-from storyboard.plan import PanelJob, plan
-from storyboard.store import PanelStore, atomic_copy, atomic_write_bytes, safe_child
-from storyboard.story_load import LoadedStory
+from storyboard.layout.contact_sheet import contact_sheet
+from storyboard.render.draft import draw_draft
+from storyboard.story.plan import PanelJob, plan
+from storyboard.app.store import PanelStore, atomic_copy, atomic_write_bytes, safe_child
+from storyboard.story.load import LoadedStory
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def build(
             if missing:
                 report.notes.append(f"layout skipped: panels not rendered yet: {', '.join(missing)}")
             else:
-                from storyboard.layout_story import layout_story
+                from storyboard.layout.story_pages import layout_story
 
                 report.layout_files = layout_story(loaded, out_dir)
     return report

@@ -11,10 +11,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from storyboard.prompt.compose import compose, panel_context, template_dirs
+from storyboard.story.compose import compose, panel_context, template_dirs
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
-from storyboard.story import MAX_SEED, RenderSettings
-from storyboard.story_load import LoadedStory
+from storyboard.story.schema import MAX_SEED, RenderSettings
+from storyboard.story.load import LoadedStory
 
 
 def derive_seed(seed_base: str, panel_id: str) -> int:

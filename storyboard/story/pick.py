@@ -10,9 +10,9 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from storyboard.errors import StoryboardError
-from storyboard.store import atomic_write_text
-from storyboard.story import MAX_SEED
-from storyboard.story_load import load_story
+from storyboard.app.store import atomic_write_text
+from storyboard.story.schema import MAX_SEED
+from storyboard.story.load import load_story
 
 
 def _round_trip() -> YAML:
