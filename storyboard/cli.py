@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -32,17 +32,18 @@ def _quiet() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("STORYBOARD_QUIET")) or not sys.stderr.isatty()
 
 
+def _notify(message: str) -> None:
+    style = "yellow" if message.startswith("note:") else None
+    err_console.print(message, markup=False, style=style)
+
+
 @app.command()
 def validate(story: StoryArg) -> None:
     """Check a story file and report every problem with its line and column."""
-    from storyboard.story.load import load_story
+    from storyboard.app import validate as validate_story
 
-    loaded = load_story(story)
-    n = sum(len(p.panels) for p in loaded.story.pages)
-    console.print(
-        f"{story}: OK: {len(loaded.story.pages)} pages, {n} panels, "
-        f"{len(loaded.story.characters)} characters."
-    )
+    s = validate_story(story)
+    console.print(f"{story}: OK: {s.pages} pages, {s.panels} panels, {s.characters} characters.")
 
 
 @app.command()
@@ -51,10 +52,9 @@ def prompts(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show each panel's composed prompts, LoRA set, seed and size (no GPU needed)."""
-    from storyboard.story.plan import plan
-    from storyboard.story.load import load_story
+    from storyboard.app import panel_jobs
 
-    jobs = plan(load_story(story))
+    jobs = panel_jobs(story)
     if as_json:
         rows = [
             {
@@ -62,7 +62,8 @@ def prompts(
                 "page": j.page,
                 "positive": j.positive,
                 "negative": j.negative,
-                "loras": [{"name": u.name, "te": u.te, "unet": u.unet} for u in j.loras],
+                "loras": [{"name": u.name, "te": u.te, "unet": u.unet} for u in j.lora_set],
+                "lora_owners": [{"name": u.name, "owner": u.owner} for u in j.loras],
                 "seed": j.seed,
                 "size": list(j.size),
                 "output_size": list(j.output_size),
@@ -77,32 +78,12 @@ def prompts(
     for col in ("panel", "prompt", "negative", "LoRAs", "seed", "size"):
         table.add_column(col, overflow="fold")
     for j in jobs:
-        loras = "\n".join(f"{u.name} te={u.te:g} unet={u.unet:g}" for u in j.loras) or "-"
+        loras = "\n".join(f"{u.name} te={u.te:g} unet={u.unet:g} ({u.owner})" for u in j.loras) or "-"
         size = f"{j.size[0]}x{j.size[1]}" + (
             f" -> {j.output_size[0]}x{j.output_size[1]}" if j.output_size != j.size else ""
         )
         table.add_row(j.panel_id, j.positive, j.negative, loras, str(j.seed), size)
     console.print(table)
-
-
-def _renderer(loaded: Any, draft: bool, require_models: bool) -> Any:
-    from storyboard.app.build import DraftRenderer
-    from storyboard.render.engine import DiffusersRenderer
-
-    if draft:
-        return DraftRenderer()
-    try:
-        return DiffusersRenderer.from_story(loaded, quiet=_quiet())
-    except StoryboardError as exc:
-        if require_models:
-            raise
-        err_console.print(f"note: {exc.message}", markup=False, style="yellow")
-        err_console.print(
-            "note: models are missing, so this build draws DRAFT placeholder panels. "
-            "See README 'Real models' to render for real.",
-            style="yellow",
-        )
-        return DraftRenderer()
 
 
 def _run_build(
@@ -115,25 +96,16 @@ def _run_build(
     seeds: dict[str, int] | None = None,
     wait: bool = True,
 ) -> None:
-    from storyboard.app.build import build
-    from storyboard.story.load import load_story
-
-    loaded = load_story(story)
-    if only:
-        for pid in only:
-            loaded.story.panel(pid)  # unknown ids fail with a suggestion before anything renders
-    renderer = _renderer(loaded, draft, require_models)
-
-    def on_wait(holder: str) -> None:
-        err_console.print(f"waiting: {holder} is building this story right now")
+    from storyboard.app import build_story
 
     def progress(panel_id: str, done: int, total: int) -> None:
         if not _quiet() or done == total or done % 10 == 0:
             err_console.print(f"  rendered {panel_id} ({done}/{total})")
 
-    report = build(
-        loaded, out, renderer, only=only, seeds=seeds, wait=wait, on_wait=on_wait, progress=progress
-    )
+    loaded, report = build_story(
+        story, out, draft=draft, require_models=require_models, only=only, seeds=seeds, wait=wait,
+        quiet=_quiet(), notify=_notify, progress=progress,
+    )  # fmt: skip
     console.print(
         f"{loaded.story.title}: rendered {len(report.rendered)} panel(s), reused {len(report.reused)} "
         f"({report.renderer}) -> {report.out_dir}"
@@ -178,34 +150,20 @@ def render(
     draft: Annotated[bool, typer.Option("--draft", help="Draft placeholders; no GPU or models.")] = False,
 ) -> None:
     """Re-render just the given panels (other panels stay byte-identical), then re-lay out."""
-    import random
-
-    from storyboard.story.plan import plan
-    from storyboard.story.load import load_story
+    from storyboard import app as ops
 
     if sum([seed is not None, reroll, candidates > 0]) > 1:
         raise StoryboardError("Use only one of --seed, --reroll and --candidates.")
-    loaded = load_story(story)
-    for pid in panel:
-        loaded.story.panel(pid)
     if candidates:
-        from storyboard.app.build import render_candidates
-
-        base = {j.panel_id: j.seed for j in plan(loaded)}
-        renderer = _renderer(loaded, draft, False)
-        rng = random.Random()
-        for pid in panel:
-            cand = [base[pid]] + [rng.randrange(4294967295) for _ in range(candidates - 1)]
-            results, sheet = render_candidates(loaded, out, renderer, pid, cand)
-            console.print(f"{pid}: {len(results)} candidates, contact sheet {sheet}")
-            for s, path in results:
+        for c in ops.candidates(story, out, panel, candidates, draft=draft, quiet=_quiet(), notify=_notify):
+            console.print(f"{c.panel_id}: {len(c.images)} candidates, contact sheet {c.sheet}")
+            for s, path in c.images:
                 console.print(f"  seed {s}: {path}")
-            console.print(f"  keep one with: storyboard pick {story} {pid} SEED")
+            console.print(f"  keep one with: storyboard pick {story} {c.panel_id} SEED")
         return
     seeds: dict[str, int] | None = None
     if seed is not None or reroll:
-        rng = random.Random()
-        seeds = {pid: seed if seed is not None else rng.randrange(4294967295) for pid in panel}
+        seeds = ops.preview_seeds(panel, seed)
         for pid, s in seeds.items():
             console.print(f"{pid}: seed {s} (keep it with: storyboard pick {story} {pid} {s})")
     _run_build(story, out, draft=draft, require_models=False, only=panel, seeds=seeds)
@@ -218,7 +176,7 @@ def pick(
     seed: Annotated[int, typer.Argument(help="The seed to keep.")],
 ) -> None:
     """Lock a panel's seed by writing it into the story file (comments and formatting kept)."""
-    from storyboard.story.pick import pick_seed
+    from storyboard.app import pick as pick_seed
 
     pick_seed(story, panel, seed)
     console.print(f"{story}: panel {panel} now has seed {seed}")
@@ -227,26 +185,14 @@ def pick(
 @app.command()
 def layout(story: StoryArg, out: OutOpt = Path("output")) -> None:
     """Lay the pages out again from the rendered (or draft) panels; no GPU needed."""
-    from storyboard.app.build import output_dir
-    from storyboard.layout.story_pages import layout_story
-    from storyboard.app.store import PanelStore
-    from storyboard.story.load import load_story
+    from storyboard.app import layout as layout_pages
 
-    loaded = load_story(story)
-    out_dir = output_dir(loaded, out)
-    store = PanelStore(out_dir)
-    missing = [p.id for _, _, p in loaded.story.panels() if p.id and not store.panel_path(p.id).is_file()]
-    if missing:
-        raise StoryboardError(
-            f"Panels not rendered yet: {', '.join(missing)}.",
-            hint=f"run: storyboard build {story} (or --draft)",
-        )
-    with store.lock():
-        files = layout_story(loaded, out_dir)
+    files = layout_pages(story, out)
     for f in files:
         if f.suffix in {".pdf", ".cbz"}:
             console.print(f"wrote {f}")
-    console.print(f"{len([f for f in files if f.suffix == '.png'])} page image(s) in {out_dir / 'pages'}")
+    pages = [f for f in files if f.suffix == ".png"]
+    console.print(f"{len(pages)} page image(s) in {pages[0].parent if pages else out}")
 
 
 @app.command()

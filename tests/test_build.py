@@ -6,13 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import json
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from storyboard.app.build import DraftRenderer, build
+from storyboard.app.build import build
+from storyboard.jobs import MANIFEST_VERSION
+from storyboard.render.draft import DraftRenderer
 from storyboard.errors import StoryboardError
 from storyboard.app.store import PanelStore, safe_child
 from storyboard.story.load import load_story
@@ -105,7 +108,7 @@ def test_single_panel_with_new_seed_leaves_others_identical(tmp_path):
     after = files(out / "story" / "panels")
     assert {k for k in before if before[k] != after[k]} == {"b.png"}
     manifest = PanelStore(out / "story").read_manifest()
-    assert manifest["panels"]["b"]["seed"] == 12345
+    assert manifest.panels["b"].seed == 12345
 
 
 def test_manifest_contents(tmp_path):
@@ -113,10 +116,26 @@ def test_manifest_contents(tmp_path):
     out = tmp_path / "out"
     build(load_story(story), out, CountingRenderer())
     m = PanelStore(out / "story").read_manifest()
-    a = m["panels"]["a"]
-    assert list(m["panels"]) == ["a", "b", "c", "d", "e"]
-    assert a["file"] == "panels/a.png" and a["loras"][0]["name"] == "ann_v1"
-    assert a["positive"].endswith("<lora:ann_v1:1>") and len(a["job_hash"]) == 64
+    a = m.panels["a"]
+    assert list(m.panels) == ["a", "b", "c", "d", "e"]
+    assert a.file == "panels/a.png" and a.loras[0].name == "ann_v1"
+    assert a.positive.endswith("<lora:ann_v1:1>") and len(a.job_hash) == 64
+    # The file on disk is the versioned JSON form, and reads back to the same record.
+    raw = json.loads((out / "story" / "manifest.json").read_text())
+    assert raw["version"] == MANIFEST_VERSION and raw["panels"]["a"]["seed"] == a.seed
+
+
+def test_old_and_newer_manifests(tmp_path):
+    store = PanelStore(tmp_path)
+    # Written before manifests had a version: read as version 1.
+    (tmp_path / "manifest.json").write_text(json.dumps({"story": "t", "source": "s", "panels": {}}))
+    assert store.read_manifest().version == MANIFEST_VERSION
+    (tmp_path / "manifest.json").write_text(json.dumps({"version": MANIFEST_VERSION + 1, "panels": {}}))
+    with pytest.raises(StoryboardError, match="newer storyboard"):
+        store.read_manifest()
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(StoryboardError, match="not valid JSON"):
+        store.read_manifest()
 
 
 def test_safe_child_refuses_escape(tmp_path):
@@ -127,7 +146,8 @@ def test_safe_child_refuses_escape(tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from storyboard.app.build import DraftRenderer, build
+    from storyboard.app.build import build
+    from storyboard.render.draft import DraftRenderer
     from storyboard.story.load import load_story
 
     class Slow(DraftRenderer):

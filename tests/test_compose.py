@@ -91,7 +91,20 @@ def test_story_template_overrides_default(tmp_path):
         "{id: one, scene: a}", "{id: one, scene: a, characters: [ann]}"
     )
     jobs = plan(load_story_text(text, path))
-    assert jobs[0].positive == "a, ann" and jobs[0].negative == "bad"
+    # The template left the LoRA tag out; the character's LoRA is data, so it is still applied, and
+    # its tag is added to the shown prompt so the infotext says what was applied.
+    assert jobs[0].positive == "a, ann, <lora:ann_v1:1>" and jobs[0].negative == "bad"
+    assert [(u.name, u.owner) for u in jobs[0].loras] == [("ann_v1", "character:ann")]
+
+
+def test_lora_uses_carry_their_owners(tmp_path):
+    text = STORY.replace("{id: one, scene: a}", "{id: one, scene: 'a <lora:hat:0.5>', characters: [ann]}")
+    job = plan(load_story_text(text, tmp_path / "s.yaml"))[0]
+    assert [(u.name, u.te, u.owner) for u in job.loras] == [
+        ("hat", 0.5, "prompt"),
+        ("ann_v1", 1.0, "character:ann"),
+    ]
+    assert job.owned_by("character:ann")[0].tag() in job.positive
 
 
 def test_undefined_variable_names_template_and_line(tmp_path):

@@ -18,7 +18,7 @@ from storyboard.errors import ModelError
 from storyboard.render.infotext import parse_hash_list, parse_infotext
 from storyboard.models.hashes import embedding_hash, lora_hash, sha256_file
 from storyboard.models.tiny import TinyModel, write_tiny_model
-from storyboard.story.plan import PanelJob
+from storyboard.jobs import PanelJob
 from storyboard.prompt.extra_networks import LoraUse
 from storyboard.story.schema import HiresFix, RenderSettings
 from storyboard.story.load import load_story
@@ -94,6 +94,15 @@ def render_one(r: DiffusersRenderer, j: PanelJob) -> tuple[Image.Image, str]:
     return out.image, out.infotext
 
 
+def checked_renderer(loaded: Any) -> DiffusersRenderer:
+    """The app's renderer for a story: every file found and checked before anything loads."""
+    from storyboard.story.plan import plan
+
+    r = DiffusersRenderer(loaded.base_dir, quiet=True, device="cpu")
+    r.check(plan(loaded))
+    return r
+
+
 def pixels(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.int16)
 
@@ -120,7 +129,7 @@ def test_one_sampler_step_matches_an_independent_computation(
     j = job(tiny, sampler="Euler", schedule="Automatic", steps=1, clip_skip=1, hires=None, seed=77,
             negative="")  # fmt: skip
     img, _ = render_one(renderer, j)
-    comps = renderer._components
+    comps = renderer.model.components
     from storyboard.render.denoiser import scaled_linear_alphas_cumprod
     from storyboard.prompt.encode import PromptEncoder
 
@@ -158,7 +167,7 @@ def test_lora_changes_image_and_restore_is_bit_exact(
 ) -> None:
     base = Image.open(io.BytesIO(base_png))
     renderer.restore_loras()
-    comps = renderer._components
+    comps = renderer.model.components
     before = {k: v.clone() for m in (comps.unet, comps.text_encoder) for k, v in m.state_dict().items()}
     uses = (LoraUse("tiny_character_v1", 1.0, 1.0), LoraUse("tiny-style", 0.8, 0.8))
     with_lora, _ = render_one(renderer, job(tiny, loras=uses))
@@ -194,9 +203,9 @@ def test_infotext_parses_back_to_the_settings(tiny: TinyModel, renderer: Diffuse
     assert parse_hash_list(p["TI hashes"]) == {"EasyNegative": embedding_hash(tiny.embedding)}
     assert p["Version"].startswith("storyboard ")
     ident = renderer.identity(j)
-    assert ident["model"] == sha256_file(tiny.checkpoint)
-    assert ident["embeddings"] == {"EasyNegative": embedding_hash(tiny.embedding)}
-    assert ident["device"] == "cpu/float32"
+    assert ident.model == sha256_file(tiny.checkpoint)
+    assert ident.embeddings == {"EasyNegative": embedding_hash(tiny.embedding)}
+    assert ident.device == "cpu/float32"
 
 
 def test_external_vae_hires_steps_and_cpu_rng_in_infotext(
@@ -334,7 +343,7 @@ def test_demo_story_builds_to_pdf(tiny: TinyModel, tmp_path: Path) -> None:
     story = tmp_path / "demo.yaml"
     story.write_text(DEMO.replace("{root}", str(tiny.root)))
     loaded = load_story(story)
-    renderer = DiffusersRenderer.from_story(loaded, quiet=True, device="cpu")
+    renderer = checked_renderer(loaded)
     report = build(loaded, tmp_path / "out", renderer)
     assert sorted(report.rendered) == ["garden", "gate", "meet"]
     pdfs = [p for p in report.layout_files if p.suffix == ".pdf"]
@@ -347,7 +356,7 @@ def test_demo_story_builds_to_pdf(tiny: TinyModel, tmp_path: Path) -> None:
     assert set(parse_hash_list(p["Lora hashes"])) == {"tiny_character_v1", "tiny-style"}
     assert "EasyNegative" in parse_hash_list(p["TI hashes"])
     # Rebuilding reuses every panel: identity() is stable.
-    again = build(loaded, tmp_path / "out", DiffusersRenderer.from_story(loaded, quiet=True, device="cpu"))
+    again = build(loaded, tmp_path / "out", checked_renderer(loaded))
     assert again.rendered == [] and sorted(again.reused) == ["garden", "gate", "meet"]
 
 
@@ -357,7 +366,7 @@ def test_from_story_names_a_missing_model(tiny: TinyModel, tmp_path: Path) -> No
         DEMO.replace("{root}", str(tiny.root)).replace("model: tiny-sd", "model: AnythingV5Ink_ink")
     )
     with pytest.raises(ModelError, match="AnythingV5Ink_ink"):
-        DiffusersRenderer.from_story(load_story(story), quiet=True, device="cpu")
+        checked_renderer(load_story(story))
 
 
 def test_sdxl_checkpoint_renders(tmp_path: Path) -> None:
@@ -427,7 +436,7 @@ def test_esrgan_hires_upscaler_from_the_upscaler_folder(
     img, info = render_one(renderer, j)
     assert img.size == (96, 144)
     assert parse_infotext(info)["Hires upscaler"] == "tiny_esrgan"
-    assert renderer.identity(j)["upscaler"] == sha256_file(folder / "tiny_esrgan.safetensors")
+    assert renderer.identity(j).upscaler == sha256_file(folder / "tiny_esrgan.safetensors")
     lanczos_hr = hr.model_copy(update={"upscaler": "Lanczos"})
     lanczos, _ = render_one(renderer, job(tiny, width=64, height=96, folders=up, hires=lanczos_hr))
     assert np.abs(pixels(img) - pixels(lanczos)).max() > 10
@@ -437,9 +446,9 @@ def test_esrgan_hires_upscaler_from_the_upscaler_folder(
     # WebUI's display name finds the Real-ESRGAN file it stands for.
     anime = folder / "RealESRGAN_x4plus_anime_6B.safetensors"
     save_file({k: v.contiguous() * 2 for k, v in net.state_dict().items()}, anime)
-    renderer.resolve(j.settings).registry.refresh()
+    renderer.resolver.models(j.settings).registry.refresh()
     named = job(tiny, folders=up, hires=hr.model_copy(update={"upscaler": "R-ESRGAN 4x+ Anime6B"}))
-    assert renderer.identity(named)["upscaler"] == sha256_file(anime)
+    assert renderer.identity(named).upscaler == sha256_file(anime)
 
 
 @pytest.mark.parametrize(

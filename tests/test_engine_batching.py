@@ -13,7 +13,7 @@ from PIL import Image
 
 from storyboard.render.batching import BYTES_PER_POSITION_FP16, estimate_batch_size, group_jobs
 from storyboard.render.engine import DiffusersRenderer, PanelConds
-from storyboard.story.plan import PanelJob
+from storyboard.jobs import PanelJob
 from storyboard.render.progress import RenderProgress
 from storyboard.prompt.extra_networks import LoraUse
 from storyboard.story.schema import HiresFix, RenderSettings
@@ -60,23 +60,25 @@ def test_out_of_memory_halves_the_batch_and_keeps_order(
     r = DiffusersRenderer(tmp_path, quiet=True, device="cpu", batch_size=4)
     tried: list[int] = []
 
-    def fake_batch(jobs: list[PanelJob], *args: Any) -> list[Image.Image]:
-        tried.append(len(jobs))
-        if len(jobs) > 1:
+    def fake_batch(model: Any, batch: list[Any], *args: Any) -> list[Image.Image]:
+        tried.append(len(batch))
+        if len(batch) > 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return [Image.new("RGB", (8, 8)) for _ in jobs]
+        return [Image.new("RGB", (8, 8)) for _ in batch]
 
     cond = PanelConds([], [], None, None)
-    monkeypatch.setattr(r, "_render_batch", fake_batch)
-    monkeypatch.setattr(r, "resolve", lambda s: SimpleNamespace(embeddings={}))
-    monkeypatch.setattr(r, "_ensure_loaded", lambda res, s: None)
-    monkeypatch.setattr(r, "_apply_loras", lambda j, res: None)
-    monkeypatch.setattr("storyboard.render.engine._prompt_encoder", lambda *a: None)
-    monkeypatch.setattr(r, "_encode", lambda *a: cond)
+    monkeypatch.setattr("storyboard.render.engine.render_batch", fake_batch)
+    monkeypatch.setattr(r, "_ensure_loaded", lambda models, allow: SimpleNamespace(components=None, patcher=None))
+    monkeypatch.setattr("storyboard.render.engine.apply_lora_set", lambda *a: None)
+    monkeypatch.setattr("storyboard.render.engine.prompt_encoder", lambda *a: None)
+    monkeypatch.setattr("storyboard.render.engine.encode_job", lambda *a: cond)
+    monkeypatch.setattr("storyboard.render.engine.panel_infotext", lambda rj, *a: rj.job.panel_id)
+    monkeypatch.setattr(r.resolver, "used_embeddings", lambda rj: [])
     monkeypatch.setattr(PanelConds, "shape_key", property(lambda self: (1,)))
-    monkeypatch.setattr(r, "infotext", lambda j, *a: j.panel_id)
     jobs = [job(str(i)) for i in range(5)]
-    out: Iterator[Any] = r._render_group(jobs, RenderProgress(5, enabled=False))
+    models = SimpleNamespace(embeddings={})
+    resolved = [SimpleNamespace(job=j, models=models, settings=j.settings, upscaler=None) for j in jobs]
+    out: Iterator[Any] = r._render_group(resolved, RenderProgress(5, enabled=False))  # type: ignore[arg-type]
     assert [o.job.panel_id for o in out] == ["0", "1", "2", "3", "4"]
     assert tried == [4, 2, 1, 1, 1, 1, 1]
 

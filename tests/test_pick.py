@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from storyboard.app.build import DraftRenderer, build, render_candidates
+from storyboard.app.build import build, render_candidates
+from storyboard.render.draft import DraftRenderer
 from storyboard.errors import StoryboardError
 from storyboard.story.pick import pick_seed
 from storyboard.story.plan import plan

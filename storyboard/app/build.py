@@ -1,4 +1,4 @@
-"""plan -> render -> layout, redoing only what changed and keeping every finished panel.
+"""plan -> render -> store -> layout, redoing only what changed and keeping every finished panel.
 
 Each panel's job hash covers everything that changes its pixels (the PanelJob's pixel spec plus the
 renderer's identity for it: model/VAE/LoRA/embedding file hashes and engine version). A panel whose
@@ -8,62 +8,18 @@ interrupted build resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
 
 from PIL import Image, PngImagePlugin
 
-from storyboard.layout.contact_sheet import contact_sheet
-from storyboard.render.draft import draw_draft
-from storyboard.story.plan import PanelJob, plan
 from storyboard.app.store import PanelStore, atomic_copy, atomic_write_bytes, safe_child
+from storyboard.jobs import Manifest, ManifestLora, ManifestRecord, PanelJob, Renderer, job_hash
+from storyboard.layout.contact_sheet import contact_sheet
 from storyboard.story.load import LoadedStory
-
-
-@dataclass(frozen=True)
-class RenderedPanel:
-    job: PanelJob
-    image: Image.Image
-    infotext: str
-    seconds: float
-
-
-class Renderer(Protocol):
-    name: str
-
-    def identity(self, job: PanelJob) -> dict[str, Any]:
-        """What besides the job's own settings decides its pixels (file hashes, engine version)."""
-        ...
-
-    def render(self, jobs: Sequence[PanelJob]) -> Iterator[RenderedPanel]:
-        """Render the jobs (in any grouping), yielding each panel as soon as it is done."""
-        ...
-
-
-class DraftRenderer:
-    name = "draft"
-    version = "draft-2"  # bump whenever draw_draft changes its pixels
-
-    def identity(self, job: PanelJob) -> dict[str, Any]:
-        return {"renderer": self.version}
-
-    def render(self, jobs: Sequence[PanelJob]) -> Iterator[RenderedPanel]:
-        for job in jobs:
-            t0 = time.perf_counter()
-            img = draw_draft(job)
-            info = f"{job.positive}\nNegative prompt: {job.negative}\nstoryboard draft, Seed: {job.seed}"
-            yield RenderedPanel(job, img, info, time.perf_counter() - t0)
-
-
-def job_hash(job: PanelJob, renderer: Renderer) -> str:
-    payload = {"spec": job.pixel_spec(), "renderer": renderer.identity(job)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+from storyboard.story.plan import plan
 
 
 def png_bytes(image: Image.Image, infotext: str) -> bytes:
@@ -92,6 +48,11 @@ def output_dir(loaded: LoadedStory, out_root: Path) -> Path:
     return safe_child(out_root, loaded.slug)
 
 
+def missing_panels(loaded: LoadedStory, store: PanelStore) -> list[str]:
+    """Panel ids (story order) with no image in panels/ yet: layout needs every one."""
+    return [p.id for _, _, p in loaded.story.panels() if p.id and not store.panel_path(p.id).is_file()]
+
+
 def build(
     loaded: LoadedStory,
     out_root: Path,
@@ -117,10 +78,7 @@ def build(
         jobs = [replace(j, seed=seeds[j.panel_id]) if j.panel_id in seeds else j for j in jobs]
     hashes = {j.panel_id: job_hash(j, renderer) for j in jobs}
     with store.lock(wait=wait, on_wait=on_wait):
-        manifest = store.read_manifest()
-        entries: dict[str, Any] = (
-            manifest.get("panels", {}) if isinstance(manifest.get("panels"), dict) else {}
-        )
+        entries = dict(store.read_manifest().panels)
         selected = [j for j in jobs if only is None or j.panel_id in only]
         todo = [j for j in selected if not store.has(hashes[j.panel_id])]
         for j in selected:
@@ -128,13 +86,13 @@ def build(
                 report.reused.append(j.panel_id)
                 store.publish(j.panel_id, hashes[j.panel_id])
                 old = entries.get(j.panel_id)
-                if not (isinstance(old, dict) and old.get("job_hash") == hashes[j.panel_id]):
-                    entries[j.panel_id] = _entry(j, hashes[j.panel_id], store, renderer, None)
+                if old is None or old.job_hash != hashes[j.panel_id]:
+                    entries[j.panel_id] = _record(j, hashes[j.panel_id], store, renderer, None)
         for done, result in enumerate(renderer.render(todo), start=1):
             h = hashes[result.job.panel_id]
             store.put(h, png_bytes(result.image, result.infotext))
             store.publish(result.job.panel_id, h)
-            entries[result.job.panel_id] = _entry(result.job, h, store, renderer, result.seconds)
+            entries[result.job.panel_id] = _record(result.job, h, store, renderer, result.seconds)
             report.rendered.append(result.job.panel_id)
             # The manifest is rewritten after every panel so a killed build still describes its work.
             store.write_manifest(_manifest(loaded, jobs, entries))
@@ -142,7 +100,7 @@ def build(
                 progress(result.job.panel_id, done, len(todo))
         store.write_manifest(_manifest(loaded, jobs, entries))
         if layout:
-            missing = [j.panel_id for j in jobs if not store.panel_path(j.panel_id).is_file()]
+            missing = missing_panels(loaded, store)
             if missing:
                 report.notes.append(f"layout skipped: panels not rendered yet: {', '.join(missing)}")
             else:
@@ -152,32 +110,29 @@ def build(
     return report
 
 
-def _entry(
+def _record(
     job: PanelJob, h: str, store: PanelStore, renderer: Renderer, seconds: float | None
-) -> dict[str, Any]:
-    ident = renderer.identity(job)
-    lora_hashes = ident.get("lora_hashes", {})
-    return {
-        "job_hash": h,
-        "page": job.page,
-        "index": job.index,
-        "seed": job.seed,
-        "positive": job.positive,
-        "negative": job.negative,
-        "loras": [
-            {"name": u.name, "te": u.te, "unet": u.unet, "hash": lora_hashes.get(u.name)} for u in job.loras
-        ],
-        "size": list(job.output_size),
-        "file": str(store.panel_path(job.panel_id).relative_to(store.root.resolve())),
-        "renderer": renderer.name,
-        "render_seconds": None if seconds is None else round(seconds, 3),
-    }
+) -> ManifestRecord:
+    lora_hashes = renderer.identity(job).lora_hashes
+    return ManifestRecord(
+        job_hash=h,
+        page=job.page,
+        index=job.index,
+        seed=job.seed,
+        positive=job.positive,
+        negative=job.negative,
+        loras=[ManifestLora(name=u.name, te=u.te, unet=u.unet, hash=lora_hashes.get(u.name)) for u in job.lora_set],
+        size=list(job.output_size),
+        file=str(store.panel_path(job.panel_id).relative_to(store.root.resolve())),
+        renderer=renderer.name,
+        render_seconds=None if seconds is None else round(seconds, 3),
+    )
 
 
-def _manifest(loaded: LoadedStory, jobs: list[PanelJob], entries: dict[str, Any]) -> dict[str, Any]:
+def _manifest(loaded: LoadedStory, jobs: list[PanelJob], entries: dict[str, ManifestRecord]) -> Manifest:
     order = {j.panel_id: i for i, j in enumerate(jobs)}
     ordered = {k: entries[k] for k in sorted(entries, key=lambda k: order.get(k, 1 << 30)) if k in order}
-    return {"story": loaded.story.title, "source": str(loaded.path), "panels": ordered}
+    return Manifest(story=loaded.story.title, source=str(loaded.path), panels=ordered)
 
 
 def render_candidates(

@@ -12,16 +12,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from storyboard.errors import StoryboardError
+from storyboard.jobs import Manifest
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -99,17 +98,16 @@ class PanelStore:
         atomic_copy(src, dst)
         return dst
 
-    def read_manifest(self) -> dict[str, Any]:
+    def read_manifest(self) -> Manifest:
+        """The manifest (typed, version-checked); an empty one when none was written yet."""
         try:
-            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+            text = self.manifest_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return Manifest()
+        return Manifest.parse(text, str(self.manifest_path))
 
-    def write_manifest(self, data: dict[str, Any]) -> None:
-        atomic_write_text(
-            self.manifest_path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
-        )
+    def write_manifest(self, manifest: Manifest) -> None:
+        atomic_write_text(self.manifest_path, manifest.dumps())
 
     @contextlib.contextmanager
     def lock(self, *, wait: bool = True, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:

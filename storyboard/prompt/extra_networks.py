@@ -29,14 +29,42 @@ LORA_TYPES = frozenset({"lora", "lyco"})
 UNSUPPORTED_TYPES = frozenset({"hypernet"})
 
 
+def format_number(x: float) -> str:
+    """A multiplier as a WebUI user writes it: 1 not 1.0, 0.8 not 0.8000000000000001.
+
+    >>> format_number(1.0), format_number(0.8000000000000001), format_number(-0.0)
+    ('1', '0.8', '0')
+    """
+    text = f"{x:.4f}".rstrip("0").rstrip(".")
+    return text if text not in {"", "-0"} else "0"
+
+
 @dataclass(frozen=True)
 class LoraUse:
-    """One LoRA requested by a prompt, with WebUI's text-encoder and UNet multipliers."""
+    """One LoRA use with WebUI's text-encoder and UNet multipliers.
+
+    ``owner`` says who asked for it: "character:<id>", "style", or "prompt" (a tag written in a scene
+    or template, as parsed here). ``ref`` is the file path or name the story gave, when it is not
+    the tag name itself (a path is looked up as a path).
+    """
 
     name: str
     te: float
     unet: float
     dyn: int | None = None
+    owner: str = "prompt"
+    ref: str | None = None
+
+    def tag(self) -> str:
+        """The ``<lora:...>`` text WebUI users write for this use (for shown prompts and infotext).
+
+        >>> LoraUse("iku", 0.8, 0.8).tag(), LoraUse("iku", 1, 0.5).tag()
+        ('<lora:iku:0.8>', '<lora:iku:1:0.5>')
+        """
+        if self.unet == self.te and self.dyn is None:
+            return f"<lora:{self.name}:{format_number(self.te)}>"
+        dyn = f":{self.dyn}" if self.dyn is not None else ""
+        return f"<lora:{self.name}:{format_number(self.te)}:{format_number(self.unet)}{dyn}>"
 
 
 def extract_extra_networks(text: str) -> tuple[str, list[LoraUse]]:

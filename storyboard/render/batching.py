@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Hashable, Sequence
 
-from storyboard.story.plan import PanelJob
+from storyboard.jobs import PanelJob
 
 # Rough activation bytes per latent position for one image with both CFG halves (SD1.5 UNet, SDPA,
 # fp16): measured peaks run ~60-70 KB per position; double it for headroom.
@@ -23,7 +23,7 @@ def group_key(job: PanelJob) -> tuple[Hashable, ...]:
     s = job.settings
     return (
         model_key(job),
-        tuple((u.name, u.te, u.unet) for u in job.loras),
+        tuple((u.name, u.te, u.unet) for u in job.lora_set),
         (s.width, s.height),
         s.sampler,
         s.schedule,

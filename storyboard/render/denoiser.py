@@ -19,7 +19,7 @@ x / sqrt(sigma^2 + 1).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,17 +160,52 @@ def _pad(c: Conditioning, repeats: int, empty: Tensor) -> Conditioning:
     return Conditioning(torch.cat([c.hidden, fill], dim=1), c.added)
 
 
+@dataclass
+class CondEntry:
+    """One conditioning the CFG denoiser evaluates.
+
+    ``schedule`` is a prompt-editing schedule [(end_step, cond)]. ``lora_set`` (any hashable key) is
+    handed to the denoiser's ``switch_loras`` before this entry's UNet call, so an entry can carry its
+    own LoRA set; None means the set already applied. ``mask`` (broadcastable to the latent, values
+    in [0, 1]) says where this entry's prediction counts; None means everywhere. Regional rendering
+    is several entries with masks and LoRA sets; an ordinary panel is one entry with neither.
+    """
+
+    schedule: list[tuple[int, Conditioning]]
+    mask: Tensor | None = None
+    lora_set: Hashable | None = None
+
+    @classmethod
+    def of(cls, c: CondLike | Schedule) -> CondEntry:
+        if isinstance(c, (Tensor, Conditioning)):
+            return cls([(2**62, _as_cond(c))])
+        sched = [(int(end), _as_cond(v)) for end, v in c]
+        if not sched:
+            raise ValueError("empty conditioning schedule")
+        return cls(sched)
+
+
+def _at(sched: list[tuple[int, Conditioning]], step: int) -> Conditioning:
+    for end, c in sched:
+        if step <= end:
+            return c
+    return sched[-1][1]
+
+
 class CFGDenoiser:
     """Classifier-free guidance over a k-diffusion denoiser: D = D_u + scale * (D_c - D_u).
 
-    `cond` / `uncond` are a Conditioning or tensor (B, T, C), or a schedule [(end_step, cond)] for
-    prompt editing. `model(x, sigma, cond=..., added_cond_kwargs=...)` is usually a CompVisDenoiser.
+    `cond` is a Conditioning or tensor (B, T, C), a schedule [(end_step, cond)] for prompt editing,
+    or a list of CondEntry (each with its own schedule, and optionally a mask and a LoRA set; D_c is
+    then the mask-weighted mean of their predictions). `uncond` is a Conditioning, tensor or
+    schedule, evaluated under the base LoRA set. `model(x, sigma, cond=..., added_cond_kwargs=...)`
+    is usually a CompVisDenoiser.
     """
 
     def __init__(
         self,
         model: Callable[..., Tensor],
-        cond: CondLike | Schedule,
+        cond: CondLike | Schedule | Sequence[CondEntry],
         uncond: CondLike | Schedule,
         cfg_scale: float,
         cond_schedule: Schedule | None = None,
@@ -179,34 +214,31 @@ class CFGDenoiser:
         pad_cond_uncond: bool = False,
         empty_chunk: Tensor | None = None,
         batch_cond_uncond: bool = True,
+        switch_loras: Callable[[Hashable | None], None] | None = None,
     ) -> None:
         self.model = model
         self.cfg_scale = float(cfg_scale)
-        self.cond_schedule = self._schedule(cond_schedule if cond_schedule is not None else cond)
-        self.uncond_schedule = self._schedule(uncond_schedule if uncond_schedule is not None else uncond)
+        if cond_schedule is not None:
+            self.entries = [CondEntry.of(cond_schedule)]
+        elif isinstance(cond, Sequence) and cond and isinstance(cond[0], CondEntry):
+            self.entries = [e for e in cond if isinstance(e, CondEntry)]
+        else:
+            self.entries = [CondEntry.of(cond)]  # type: ignore[arg-type]
+        self.uncond_schedule = CondEntry.of(uncond_schedule if uncond_schedule is not None else uncond).schedule
         if pad_cond_uncond and empty_chunk is None:
             raise ValueError("pad_cond_uncond needs empty_chunk (the encoded empty prompt, (1, 77, C))")
+        if switch_loras is None and any(e.lora_set is not None for e in self.entries):
+            raise ValueError("conditioning entries carry LoRA sets but no switch_loras was given")
         self.pad_cond_uncond = pad_cond_uncond
         self.empty_chunk = empty_chunk
         self.batch_cond_uncond = batch_cond_uncond
+        self.switch_loras = switch_loras
         self.step = 0
         self.padded = False  # WebUI writes "Pad conds: True" into infotext when this happened
 
-    @staticmethod
-    def _schedule(c: CondLike | Schedule) -> list[tuple[int, Conditioning]]:
-        if isinstance(c, (Tensor, Conditioning)):
-            return [(2**62, _as_cond(c))]
-        sched = [(int(end), _as_cond(v)) for end, v in c]
-        if not sched:
-            raise ValueError("empty conditioning schedule")
-        return sched
-
-    @staticmethod
-    def _at(sched: list[tuple[int, Conditioning]], step: int) -> Conditioning:
-        for end, c in sched:
-            if step <= end:
-                return c
-        return sched[-1][1]
+    @property
+    def cond_schedule(self) -> list[tuple[int, Conditioning]]:
+        return self.entries[0].schedule
 
     def reset(self) -> None:
         self.step = 0
@@ -215,8 +247,18 @@ class CFGDenoiser:
         return self.model(x, sigma, cond=c.hidden, added_cond_kwargs=c.added or None)
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        cond = self._at(self.cond_schedule, self.step)
-        uncond = self._at(self.uncond_schedule, self.step)
+        if len(self.entries) == 1 and self.entries[0].mask is None and self.entries[0].lora_set is None:
+            out_cond, out_uncond = self._single(x, sigma, _at(self.entries[0].schedule, self.step))
+        else:
+            out_cond, out_uncond = self._regional(x, sigma)
+        denoised = out_uncond.clone()
+        denoised += (out_cond - out_uncond) * self.cfg_scale
+        self.step += 1
+        return denoised
+
+    def _single(self, x: Tensor, sigma: Tensor, cond: Conditioning) -> tuple[Tensor, Tensor]:
+        """WebUI's path: cond and uncond in one UNet batch when their token counts match."""
+        uncond = _at(self.uncond_schedule, self.step)
         b = x.shape[0]
         if self.pad_cond_uncond and cond.tokens != uncond.tokens:
             assert self.empty_chunk is not None
@@ -226,14 +268,33 @@ class CFGDenoiser:
             elif repeats > 0:
                 uncond = _pad(uncond, repeats, self.empty_chunk)
             self.padded = True
-        x_in = torch.cat([x, x])
-        sigma_in = torch.cat([sigma, sigma])
         if cond.tokens == uncond.tokens and self.batch_cond_uncond:
-            out = self._run(x_in, sigma_in, _cat([cond, uncond]))
+            out = self._run(torch.cat([x, x]), torch.cat([sigma, sigma]), _cat([cond, uncond]))
         else:
             out = torch.cat([self._run(x, sigma, cond), self._run(x, sigma, uncond)])
-        out_cond, out_uncond = out[:b], out[b:]
-        denoised = out_uncond.clone()
-        denoised += (out_cond - out_uncond) * self.cfg_scale
-        self.step += 1
-        return denoised
+        return out[:b], out[b:]
+
+    def _regional(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """Several entries: the uncond once under the base set, then each entry under its own LoRA
+        set (entries sharing a set evaluated back to back, so each set is switched to once), blended
+        by their masks: D_c = sum(m_i * D_i) / sum(m_i), falling back to D_u where no mask covers."""
+        switch = self.switch_loras
+        if switch is not None:
+            switch(None)
+        out_uncond = self._run(x, sigma, _at(self.uncond_schedule, self.step))
+        weighted = torch.zeros_like(out_uncond)
+        total = torch.zeros_like(out_uncond[:, :1])
+        order = sorted(range(len(self.entries)), key=lambda i: self.entries[i].lora_set is not None)
+        for i in order:
+            entry = self.entries[i]
+            if switch is not None and entry.lora_set is not None:
+                switch(entry.lora_set)
+            pred = self._run(x, sigma, _at(entry.schedule, self.step))
+            mask = torch.ones_like(total) if entry.mask is None else entry.mask.to(pred).expand_as(total)
+            weighted += pred * mask
+            total += mask
+        if switch is not None:
+            switch(None)
+        covered = total > 0
+        out_cond = torch.where(covered, weighted / total.clamp_min(1e-12), out_uncond)
+        return out_cond, out_uncond

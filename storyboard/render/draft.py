@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
+import time
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from storyboard.story.plan import PanelJob
+from storyboard.jobs import PanelJob, RenderedPanel, RenderIdentity
 
 _FONT_CANDIDATES = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -64,3 +66,23 @@ def draw_draft(job: PanelJob) -> Image.Image:
         d.text(((w - tw) / 2, y), text, fill=(20, 20, 20), font=font)
         y += lh
     return img
+
+
+class DraftRenderer:
+    """The Renderer for placeholders: no GPU, no models, the panel's final size and crop focus."""
+
+    name = "draft"
+    version = "draft-2"  # bump whenever draw_draft changes its pixels
+
+    def check(self, jobs: Sequence[PanelJob]) -> None:
+        return None
+
+    def identity(self, job: PanelJob) -> RenderIdentity:
+        return RenderIdentity(renderer="draft", version=self.version)
+
+    def render(self, jobs: Sequence[PanelJob]) -> Iterator[RenderedPanel]:
+        for job in jobs:
+            t0 = time.perf_counter()
+            img = draw_draft(job)
+            info = f"{job.positive}\nNegative prompt: {job.negative}\nstoryboard draft, Seed: {job.seed}"
+            yield RenderedPanel(job, img, info, time.perf_counter() - t0)

@@ -19,8 +19,13 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from storyboard import __version__
+
+if TYPE_CHECKING:
+    from storyboard.prompt.embeddings import Embedding
+    from storyboard.render.resolve import ResolvedJob, Resolver
 
 VERSION = f"storyboard {__version__}"
 
@@ -172,3 +177,47 @@ def parse_infotext(text: str) -> dict[str, str]:
 
 
 __all__ = ["VERSION", "Infotext", "hash_list", "make_infotext", "parse_hash_list", "parse_infotext", "quote"]
+
+
+def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embedding]) -> str:
+    """The infotext of one rendered panel, from its resolved job (step 5 of a render)."""
+    from storyboard.render.sampling import SCHEDULE_LABELS
+
+    job, s, spec, hr_spec = rj.job, rj.settings, rj.spec, rj.hr_spec
+    hr = s.hires
+    ckpt, vae = rj.models.checkpoint, rj.models.vae
+    own_hr_sampler = hr is not None and hr_spec is not None and bool(hr.sampler)
+    info = Infotext(
+        prompt=job.positive,
+        negative=job.negative,
+        steps=s.steps,
+        sampler=spec.infotext_name,
+        # WebUI writes the schedule type as chosen (p.scheduler), "Automatic" included, not the
+        # schedule it resolves to.
+        schedule_type=SCHEDULE_LABELS[spec.schedule],
+        cfg_scale=float(s.cfg_scale),
+        seed=job.seed,
+        width=s.width,
+        height=s.height,
+        model_hash=hashes.sha(ckpt.path)[:10] if ckpt.path.is_file() else None,
+        model=ckpt.name,
+        vae_hash=hashes.sha(vae.path)[:10] if vae and vae.path.is_file() else None,
+        vae=vae.path.name if vae else None,
+        denoising_strength=hr.denoising_strength if hr else None,
+        clip_skip=s.clip_skip,
+        rng="CPU" if s.noise_source == "cpu" else "GPU",
+        hires_sampler=hr_spec.infotext_name
+        if own_hr_sampler and hr_spec is not None and hr_spec.sampler != spec.sampler
+        else None,
+        hires_prompt=hr.prompt if hr is not None and hr.prompt and hr.prompt != job.positive else None,
+        hires_negative=hr.negative if hr is not None and hr.negative and hr.negative != job.negative else None,
+        hires_schedule_type=SCHEDULE_LABELS[hr_spec.schedule]
+        if own_hr_sampler and hr_spec is not None and hr_spec.schedule != spec.schedule
+        else None,
+        hires_upscale=float(hr.scale) if hr else None,
+        hires_steps=hr.steps if hr and hr.steps else None,
+        hires_upscaler=hr.upscaler if hr else None,
+        lora_hashes=[(r.file.alias or r.file.name, hashes.lora_hash(r.file.path)) for r in rj.loras],
+        ti_hashes=[(e.name, e.shorthash) for e in embeddings],
+    )
+    return info.text()

@@ -1,20 +1,20 @@
 """Story -> list of PanelJob: pure and cheap, no GPU and no model files.
 
-A PanelJob holds everything that decides a panel's pixels, in the form the render stage consumes.
-`storyboard prompts` prints these; the build hashes them (plus model file hashes) to know what to redo.
+A PanelJob (``storyboard.jobs``) holds everything that decides a panel's pixels, in the form the render
+stage consumes. `storyboard prompts` prints these; the build hashes them (plus model file hashes) to
+know what to redo. LoRA uses come from the story's data with their owners; the ``<lora:...>`` tags in
+the composed prompt are only what the user and WebUI's infotext see.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass, field
-from typing import Any
 
+from storyboard.jobs import PanelJob
+from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks
 from storyboard.story.compose import compose, panel_context, template_dirs
-from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
-from storyboard.story.schema import MAX_SEED, RenderSettings
 from storyboard.story.load import LoadedStory
+from storyboard.story.schema import MAX_SEED, Panel, Story
 
 
 def derive_seed(seed_base: str, panel_id: str) -> int:
@@ -27,56 +27,6 @@ def derive_seed(seed_base: str, panel_id: str) -> int:
     return int.from_bytes(digest[:8], "big") % (MAX_SEED + 1)
 
 
-@dataclass(frozen=True)
-class PanelJob:
-    panel_id: str
-    page: int
-    index: int
-    positive: str  # as WebUI's infotext shows it: LoRA tags kept
-    negative: str
-    loras: tuple[LoraUse, ...]
-    seed: int
-    settings: RenderSettings
-    characters: tuple[str, ...] = field(default_factory=tuple)
-    scene: str = ""
-
-    @property
-    def prompt_text(self) -> str:
-        """The positive prompt as the text encoder sees it: extra-network tags removed."""
-        return extract_extra_networks(self.positive)[0]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.settings.width, self.settings.height
-
-    @property
-    def output_size(self) -> tuple[int, int]:
-        return self.settings.output_size
-
-    def pixel_spec(self) -> dict[str, Any]:
-        """Everything in the job that changes pixels, as plain JSON-able data (model files by reference)."""
-        s = self.settings
-        return {
-            "positive": self.positive,
-            "negative": self.negative,
-            "loras": [[u.name, u.te, u.unet] for u in self.loras],
-            "seed": self.seed,
-            "model": s.model,
-            "vae": s.vae,
-            "sampler": s.sampler,
-            "schedule": s.schedule,
-            "steps": s.steps,
-            "cfg_scale": s.cfg_scale,
-            "size": [s.width, s.height],
-            "clip_skip": s.clip_skip,
-            "hires": s.hires.model_dump() if s.hires else None,
-            "noise_source": s.noise_source,
-        }
-
-    def spec_digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.pixel_spec(), sort_keys=True).encode()).hexdigest()
-
-
 def plan(loaded: LoadedStory) -> list[PanelJob]:
     story = loaded.story
     dirs = template_dirs(loaded.base_dir)
@@ -87,15 +37,15 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
         settings = loaded.panel_render[panel.id]
         ctx = panel_context(story, page, index, panel, settings.quality, settings.negative)
         prompt = compose(settings.template, dirs, ctx)
-        _, uses = extract_extra_networks(prompt.positive)
+        positive, uses = lora_uses(story, panel, prompt.positive)
         jobs.append(
             PanelJob(
                 panel_id=panel.id,
                 page=page,
                 index=index,
-                positive=prompt.positive,
+                positive=positive,
                 negative=prompt.negative,
-                loras=tuple(merge_lora_uses(uses)),
+                loras=uses,
                 seed=panel.seed if panel.seed is not None else derive_seed(seed_base, panel.id),
                 settings=settings,
                 characters=tuple(panel.characters),
@@ -103,3 +53,39 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
             )
         )
     return jobs
+
+
+def lora_uses(story: Story, panel: Panel, positive: str) -> tuple[str, tuple[LoraUse, ...]]:
+    """The panel's LoRA uses, each with its owner, and the positive prompt to show.
+
+    The story's data says which LoRAs the panel gets: each present character's, then the style's.
+    Tags in the composed prompt are matched to those uses by their text (the template writes them
+    from the same data), in prompt order, as WebUI would apply them; a tag no data use claims was
+    written by hand in the scene or a template and is owned by "prompt". A data use whose tag a custom
+    template left out is still applied, and its tag is appended to the shown prompt so the infotext
+    says what was applied.
+
+    >>> s = Story.model_validate({"title": "t", "characters": {"iku": {"lora": "iku", "weight": 0.8}},
+    ...     "pages": [{"panels": [{"scene": "x <lora:hat:0.5>", "characters": ["iku"]}]}]})
+    >>> _, _, p = s.panels()[0]
+    >>> text, uses = lora_uses(s, p, "x, <lora:iku:0.8>, <lora:hat:0.5>")
+    >>> [(u.name, u.te, u.owner) for u in uses]
+    [('iku', 0.8, 'character:iku'), ('hat', 0.5, 'prompt')]
+    """
+    data = [story.characters[cid].use(f"character:{cid}") for cid in panel.characters]
+    data += [s.use("style") for s in story.style.loras]
+    unclaimed = list(data)
+    uses: list[LoraUse] = []
+    for written in extract_extra_networks(positive)[1]:
+        match = next((u for u in unclaimed if u.tag() == written.tag()), None)
+        if match is None:
+            uses.append(written)
+        else:
+            unclaimed.remove(match)
+            uses.append(match)
+    if unclaimed:
+        positive = ", ".join([positive, *(u.tag() for u in unclaimed)]) if positive else ", ".join(
+            u.tag() for u in unclaimed
+        )
+        uses.extend(unclaimed)
+    return positive, tuple(uses)

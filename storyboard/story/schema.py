@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storyboard.layout.types import LayoutSettings
+from storyboard.prompt.extra_networks import LoraUse
 
 PANEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CHARACTER_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
@@ -56,17 +57,14 @@ class LoraSpec(Strict):
         p = Path(self.lora)
         return p.stem if p.suffix in {".safetensors", ".pt", ".ckpt"} or "/" in self.lora else self.lora
 
+    def use(self, owner: str) -> LoraUse:
+        """This LoRA as a use owned by `owner` ("character:<id>" or "style"), looked up by `lora`."""
+        ref = self.lora if self.lora != self.tag_name else None
+        return LoraUse(self.tag_name, self.te, self.unet, owner=owner, ref=ref)
+
     @property
     def tag(self) -> str:
-        if self.unet_weight is None or self.unet_weight == self.te:
-            return f"<lora:{self.tag_name}:{_num(self.te)}>"
-        return f"<lora:{self.tag_name}:{_num(self.te)}:{_num(self.unet)}>"
-
-
-def _num(x: float) -> str:
-    """Numbers as a WebUI user writes them: 1 not 1.0, 0.8 not 0.8000000000000001."""
-    text = f"{x:.4f}".rstrip("0").rstrip(".")
-    return text if text not in {"", "-0"} else "0"
+        return self.use("").tag()
 
 
 class Character(LoraSpec):
