@@ -11,6 +11,7 @@ from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas as rl_canvas
 
 from storyboard.layout.drawing import ImageOp, LineOp, PageDrawing, PathOp, RectOp, TextOp
+from storyboard.layout.fonts import shipped
 from storyboard.layout.types import LayoutMeta
 
 
@@ -90,7 +91,12 @@ def write_pdf(
     ViewerPreferences /Direction /R2L, so viewers show two-page spreads right to left, as the CBZ's
     Manga=YesAndRightToLeft does for comic readers.
     """
-    c = rl_canvas.Canvas(str(path), invariant=1, pageCompression=1)
+    # The initial font is written into every page's resources whether used or not; make it one of
+    # ours so the PDF names no font that is not embedded (reportlab's default is Helvetica).
+    first = next((op.font.name for p in pages for op in p.ops if isinstance(op, TextOp)), None)
+    c = rl_canvas.Canvas(
+        str(path), invariant=1, pageCompression=1, initialFontName=first or shipped("comic").name
+    )
     if rtl:
         c.setViewerPreference("Direction", "R2L")
     c.setTitle(meta.title)

@@ -29,6 +29,7 @@ NO_LINE_START |= set("ヽヾゝゞ々〻ー")
 NO_LINE_START |= set("ァィゥェォッャュョヮヵヶぁぃぅぇぉっゃゅょゎゕゖ")
 NO_LINE_START |= set("ㇰㇱㇲㇳㇴㇵㇶㇷㇸㇹㇺㇻㇼㇽㇾㇿ")
 NO_LINE_START |= set("%‰℃°′″")
+NO_LINE_START |= set("…‥")  # cl-08 may not start a line either (UAX #14 LB22: never break before IN)
 # cl-01 opening brackets.
 NO_LINE_END = set("‘“（〔［｛〈《「『【〘〖〝｟«([{")
 # cl-08: never split between two of these.
@@ -114,15 +115,23 @@ def char_units(text: str) -> list[str]:
 
 
 def _pack(units: list[str], measure: Measure, max_len: float) -> list[str]:
+    """Greedy filling. A unit longer than a whole line is broken into kinsoku-glued characters (or,
+    last resort, bare characters) that flow on into the following text like any other unit."""
     lines: list[str] = []
     cur = ""
-    for unit in units:
-        trial = cur + unit
-        if not cur or measure(trial.rstrip()) <= max_len:
-            cur = trial
+    queue = list(units)
+    while queue:
+        unit = queue.pop(0)
+        if not cur and len(unit) > 1 and measure(unit.rstrip()) > max_len:
+            parts = char_units(unit)
+            queue[0:0] = parts if len(parts) > 1 else list(unit)
+            continue
+        if not cur or measure((cur + unit).rstrip()) <= max_len:
+            cur += unit
         else:
             lines.append(cur.rstrip())
-            cur = unit
+            cur = ""
+            queue.insert(0, unit)
     if cur.strip() or not lines:
         lines.append(cur.rstrip())
     return lines
@@ -131,13 +140,7 @@ def _pack(units: list[str], measure: Measure, max_len: float) -> list[str]:
 def wrap_measured(text: str, measure: Measure, max_len: float, language: str = "ja") -> list[str]:
     lines: list[str] = []
     for para in text.split("\n"):
-        for line in _pack(tokenize(para.strip(), language), measure, max_len):
-            if measure(line) <= max_len:
-                lines.append(line)
-                continue
-            # A phrase longer than the line: break inside it, still obeying kinsoku, then hard.
-            for part in _pack(char_units(line), measure, max_len):
-                lines += _pack(list(part), measure, max_len) if measure(part) > max_len else [part]
+        lines += _pack(tokenize(para.strip(), language), measure, max_len)
     return lines
 
 

@@ -114,7 +114,7 @@ def fit_vertical(
     max_height: float,
     *,
     min_size: float = 4.0,
-    shape: float = 1.5,
+    shape: float = 2.5,
     language: str = "ja",
 ) -> VerticalText | None:
     """Largest size <= size at which the columns fit; columns are cut to make a block about `shape`
