@@ -46,7 +46,7 @@ def test_meet_balloons_in_reading_order(tmp_path: Path, rtl: bool) -> None:
     if rtl:  # Haru's balloon on the right is read first: Iku's may sit level with it, on the left
         assert iku.rect.x1 <= haru.rect.x and iku.rect.y1 <= haru.rect.y1
     else:  # Iku's reply cannot sit left of Haru's at his height: it goes lower
-        assert haru.rect.y1 > iku.rect.y1 and iku.rect.y1 <= haru.rect.cy
+        assert haru.rect.y1 > iku.rect.y1 and iku.rect.y1 <= haru.rect.y + 0.25 * haru.rect.h
     assert not haru.rect.overlaps(iku.rect)
     for bal in (haru, iku):
         assert pl.rect.contains(bal.rect)
@@ -63,6 +63,7 @@ def test_reads_after_rules() -> None:
     assert not reads_after(a, Rect(50, 80, 40, 20), rtl=True)
     assert reads_after(a, Rect(-50, 80, 40, 20), rtl=True)
     assert reads_after(a, Rect(0, 50, 40, 20), rtl=False)  # below
+    assert not reads_after(a, Rect(0, 75, 40, 20), rtl=False)  # a near tie in height is not enough
     assert not reads_after(a, Rect(0, 85, 40, 20), rtl=False)  # higher: read first
 
 

@@ -109,9 +109,10 @@ def _default_speakers(balloons: list[Balloon], rtl: bool) -> dict[int, tuple[flo
 
 
 def reads_after(first: Rect, then: Rect, rtl: bool) -> bool:
-    """Whether a reader meets `then` after `first`: its top is below first's middle, or it is no
-    higher than first and wholly further along the line."""
-    if then.y1 <= first.cy + 1e-6:
+    """Whether a reader meets `then` after `first`: its top is below three quarters of first's height
+    (clearly lower, not a near tie the eye may take either way), or it is no higher than first and
+    wholly further along the line."""
+    if then.y1 <= first.y + 0.25 * first.h + 1e-6:
         return True
     further = then.x1 <= first.x + 1e-6 if rtl else then.x >= first.x1 - 1e-6
     return then.y1 <= first.y1 + 1e-6 and further
@@ -241,6 +242,7 @@ def _dialogue(
 ) -> tuple[list[BalloonPlacement], list[Op]]:
     placements: list[BalloonPlacement] = []
     ops: list[Op] = []
+    texts: list[Op] = []  # drawn after every shape, so no tail ever covers a letter
     taken = list(taken)
     spoken: list[Rect] = []  # speech and thought balloons so far, in dialogue order
     defaults = _default_speakers(balloons, style.rtl)
@@ -294,7 +296,7 @@ def _dialogue(
                 speaker,
             )
         )
-    return placements, ops
+    return placements, ops + texts
 
 
 def letter_panel(

@@ -196,7 +196,9 @@ def fit_text(
         total = string_width(text.replace("\n", " "), stack, s)
         asc, desc = ascent_descent(stack, s)
         target = max_width if shape is None else math.sqrt(total * (asc + desc) * shape)
-        for width in dict.fromkeys((min(max_width, max(target, s * 9)), max_width)):
+        # Never narrower than the longest word or phrase, so the shape alone never splits one.
+        longest = max((string_width(u.rstrip(), stack, s) for u in tokenize(text, language)), default=0.0)
+        for width in dict.fromkeys((min(max_width, max(target, s * 9, longest)), max_width)):
             fitted = measure(wrap(text, stack, s, width, language), stack, s)
             if fitted.height <= max_height and fitted.width <= max_width:
                 return fitted

@@ -20,7 +20,7 @@ from typing import Literal
 from storyboard.layout.drawing import TextOp
 from storyboard.layout.fonts import FontStack, font_width, is_cjk_char
 from storyboard.layout.pdffont import register_extract_alias
-from storyboard.layout.textfit import wrap_measured
+from storyboard.layout.textfit import tokenize, wrap_measured
 from storyboard.layout.types import Rect, TextLine
 
 VERTICAL_FORMS = {
@@ -123,8 +123,10 @@ def fit_vertical(
     while s >= min_size - 1e-9:
         pitch = s * (1 + COLUMN_GAP)
         total = column_length(text.replace("\n", ""), stack, s)
-        target = math.sqrt(total * pitch * shape)
-        for height in dict.fromkeys((min(max_height, max(target, 4 * s)), max_height)):
+        # Never shorter than the longest phrase, so the shape alone never splits a word.
+        longest = max((column_length(p, stack, s) for p in tokenize(text, language)), default=0.0)
+        target = max(math.sqrt(total * pitch * shape), longest, 4 * s)
+        for height in dict.fromkeys((min(max_height, target), max_height)):
             cols = wrap_measured(text, functools.partial(_length, stack=stack, size=s), height, language)
             lengths = tuple(column_length(c, stack, s) for c in cols)
             width = len(cols) * pitch - COLUMN_GAP * s
