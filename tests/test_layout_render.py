@@ -32,7 +32,6 @@ from storyboard.layout import (
     Rect,
     render_comic,
 )
-from storyboard.layout.fonts import find_cjk_truetype
 from storyboard.layout.pagesize import MM, page_geometry
 
 ZH = "我们走吧！快点，天要黑了。"
@@ -117,7 +116,7 @@ class Built:
 def a4(tmp_path_factory: pytest.TempPathFactory) -> Built:
     tmp = tmp_path_factory.mktemp("a4")
     pages = _pages(tmp)
-    settings = LayoutSettings(page_size="A4", dpi=40, title_page=True, cjk_font="cid", font="Helvetica")
+    settings = LayoutSettings(page_size="A4", dpi=40, title_page=True)
     return Built(render_comic(META, pages, settings, tmp / "out"), settings, pages)
 
 
@@ -126,8 +125,8 @@ def manga(tmp_path_factory: pytest.TempPathFactory) -> Built:
     tmp = tmp_path_factory.mktemp("manga")
     pages = _pages(tmp)
     settings = LayoutSettings(
-        page_size="US comic", dpi=30, bleed_mm=3, trim_marks=True, reading_direction="rtl", cjk_font="cid"
-    )
+        page_size="US comic", dpi=30, bleed_mm=3, trim_marks=True, reading_direction="rtl"
+    )  # language ja: the Japanese line is lettered vertically
     meta = LayoutMeta("漫画 Test", None, "ja")
     return Built(render_comic(meta, pages, settings, tmp / "out"), settings, pages)
 
@@ -399,7 +398,7 @@ def test_png_shows_the_panel_image(a4: Built) -> None:
 
 def test_same_input_same_bytes(tmp_path: Path) -> None:
     pages = _pages(tmp_path)
-    settings = LayoutSettings(dpi=30, cjk_font="cid", formats=("pdf", "cbz"))
+    settings = LayoutSettings(dpi=30, formats=("pdf", "cbz"))
     one = render_comic(META, pages, settings, tmp_path / "one")
     two = render_comic(META, pages, settings, tmp_path / "two")
     assert one.pdf and two.pdf and one.cbz and two.cbz
@@ -410,7 +409,7 @@ def test_same_input_same_bytes(tmp_path: Path) -> None:
 def test_pil_fallback_without_poppler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(render_mod, "pdftoppm_available", lambda: False)
     pages = _pages(tmp_path)[:1]
-    settings = LayoutSettings(dpi=30, cjk_font="cid", formats=("png",))
+    settings = LayoutSettings(dpi=30, formats=("png",))
     out = render_comic(META, pages, settings, tmp_path / "out")
     assert out.pdf is None and out.cbz is None
     (png,) = out.pages_png
@@ -425,7 +424,7 @@ def test_pil_fallback_without_poppler(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_stale_pages_removed(tmp_path: Path) -> None:
     pages = _pages(tmp_path)
-    settings = LayoutSettings(dpi=20, cjk_font="cid", formats=("png",))
+    settings = LayoutSettings(dpi=20, formats=("png",))
     render_comic(META, pages, settings, tmp_path / "out")
     out = render_comic(META, pages[:1], settings, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out" / "pages").iterdir()) == ["page-001.png"]
@@ -468,20 +467,6 @@ def test_lettering_stays_in_live_area_on_bleed_splash(manga: Built) -> None:
     assert splash.balloons
     for bal in splash.balloons:
         assert live.contains(bal.rect)  # ... but the caption stays where the trim cannot reach it
-
-
-@pytest.mark.skipif(
-    find_cjk_truetype("zh") is None, reason="no TrueType CJK font installed (fc-list :lang=zh)"
-)
-def test_embedded_truetype_cjk_font_extracts(tmp_path: Path) -> None:
-    pages = _pages(tmp_path)[:1]
-    out = render_comic(META, pages, LayoutSettings(formats=("pdf",)), tmp_path / "out")
-    assert out.pdf is not None
-    zh = next(b for pl in out.placements for b in pl.balloons if b.text == ZH)
-    assert zh.font.startswith("SB-")  # the system font, embedded
-    text = _squash(pypdf.PdfReader(out.pdf).pages[0].extract_text())
-    assert ZH in text and JA in text
-    _check_text_in_balloons(Built(out, LayoutSettings(), pages))
 
 
 def _filters(pdf: Path) -> list[str]:

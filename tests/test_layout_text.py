@@ -6,12 +6,12 @@ import pytest
 from pydantic import ValidationError
 
 from storyboard.errors import StoryboardError
-from storyboard.layout.fonts import FontSpec, cjk_language, resolve_fonts, string_width
+from storyboard.layout.fonts import cjk_language, resolve_fonts, string_width
 from storyboard.layout.pagesize import MM, page_geometry
-from storyboard.layout.textfit import fit_text, tokenize, wrap
+from storyboard.layout.textfit import char_units, fit_text, wrap
 from storyboard.layout.types import LayoutSettings
 
-HELV = FontSpec("Helvetica", None)
+HELV = resolve_fonts().latin  # the shipped Comic Neue stack
 TEXT = "Did you hear that? Something is moving down by the docks, and it is coming closer."
 
 
@@ -32,10 +32,9 @@ def test_long_word_is_split_hard() -> None:
 
 
 def test_cjk_breaks_between_characters_with_kinsoku() -> None:
-    fonts = resolve_fonts(None, "cid")
-    ja = fonts.cjk["ja"]
+    ja = resolve_fonts().cjk["ja"]
     text = "「はい、行きましょう。」と彼女は言った。今日は本当に長い一日でした。"
-    assert tokenize("行こう。")[-1] == "う。"
+    assert char_units("行こう。")[-1] == "う。"
     for width in range(30, 200, 7):
         lines = wrap(text, ja, 9, float(width))
         assert "".join(lines) == text
@@ -64,12 +63,12 @@ def test_script_detection() -> None:
     assert cjk_language("你好", "zh-TW") == "zh-hant"
 
 
-def test_cid_fonts_when_forced() -> None:
-    fonts = resolve_fonts("Helvetica", "cid")
-    assert fonts.regular.name == "Helvetica"
-    assert fonts.cjk["zh"].name == "STSong-Light" and fonts.cjk["zh"].cid
-    assert fonts.cjk["ja"].name == "HeiseiKakuGo-W5"
-    assert fonts.cjk["ko"].name == "HYGothic-Medium"
+def test_cid_fonts_are_refused() -> None:
+    # CID fonts are not embedded: pdfium shows nothing for them, so they cannot be chosen any more.
+    with pytest.raises(ValidationError, match="CID fonts are no longer used"):
+        LayoutSettings(cjk_font="cid")
+    fonts = resolve_fonts()
+    assert all(f.path.is_file() and f.name.startswith("SB-") for f in fonts.all_fonts())
 
 
 def test_missing_font_is_a_user_error(tmp_path) -> None:

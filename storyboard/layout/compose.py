@@ -8,12 +8,12 @@ from PIL import Image, UnidentifiedImageError
 
 from storyboard.errors import StoryboardError
 from storyboard.layout.drawing import BLACK, WHITE, ImageOp, LineOp, Op, PageDrawing, RectOp, TextOp
-from storyboard.layout.fonts import FontSet, font_for, string_width
+from storyboard.layout.fonts import FontSet, string_width
 from storyboard.layout.geometry import bleeds, fit_image, panel_rects, print_pixels
 from storyboard.layout.lettering import LetteringStyle, letter_panel
 from storyboard.layout.pagesize import MM, PageGeometry, page_geometry
 from storyboard.layout.templates import Template, choose_template, get_template
-from storyboard.layout.textfit import fit_text
+from storyboard.layout.textblock import fit_block
 from storyboard.layout.types import LayoutMeta, LayoutPage, LayoutSettings, PanelPlacement, Rect
 
 
@@ -86,7 +86,7 @@ def compose_page(
     rects = panel_rects(tpl, geo, settings.gutter_mm * MM, rtl)
     bleeding = bleeds(tpl, geo)
     drawing = _blank(geo, settings)
-    style = LetteringStyle(settings.font_size_pt, language, rtl, settings.border_width_pt)
+    style = LetteringStyle(settings.font_size_pt, language, rtl, settings.border_width_pt, settings.vertical)
     placements = []
     lettering_ops: list[Op] = []
     for panel, img, rect in zip(page.panels, images, rects, strict=True):
@@ -122,12 +122,22 @@ def compose_title_page(meta: LayoutMeta, settings: LayoutSettings, fonts: FontSe
     if meta.summary:
         blocks.append((meta.summary, 10.0, False))
     for text, size, bold in blocks:
-        font = font_for(text, fonts, meta.language, bold=bold)
-        fitted = fit_text(text, font, size, live.w * 0.8, live.h * 0.3, shape=None)
-        if fitted is None:
+        block = fit_block(
+            text,
+            fonts,
+            meta.language,
+            size,
+            live.w * 0.8,
+            live.h * 0.3,
+            "the title page",
+            shape=None,
+            title=bold,
+        )
+        if block is None:
             raise StoryboardError(f"the title page text {text[:40]!r} is too long to fit on the page")
-        for i, (line, w) in enumerate(zip(fitted.lines, fitted.widths, strict=True)):
-            base = y - fitted.ascent - i * fitted.line_height
-            drawing.ops.append(TextOp(live.cx - w / 2, base, line, font, fitted.size))
-        y -= fitted.height + size * 1.5
+        ops, _ = block.draw(
+            Rect(live.cx - block.width / 2, y - block.height, block.width, block.height), "center"
+        )
+        drawing.ops += ops
+        y -= block.height + size * 1.5
     return drawing

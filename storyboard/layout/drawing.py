@@ -58,6 +58,7 @@ class TextOp:
     fill: Color = BLACK
     outline: Color | None = None  # sound effects get a contrasting outline
     outline_width: float = 0.0
+    angle: float = 0.0  # degrees counter-clockwise about (x, baseline): -90 turns tategaki dashes
 
 
 Op = ImageOp | PathOp | RectOp | LineOp | TextOp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 from PIL import Image
@@ -10,6 +11,7 @@ from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas as rl_canvas
 
 from storyboard.layout.drawing import ImageOp, LineOp, PageDrawing, PathOp, RectOp, TextOp
+from storyboard.layout.fonts import shipped
 from storyboard.layout.types import LayoutMeta
 
 
@@ -60,6 +62,10 @@ def draw_page(c: rl_canvas.Canvas, page: PageDrawing, jpeg_quality: int | None =
             c.line(*op.p0, *op.p1)
         elif isinstance(op, TextOp):
             text = c.beginText(op.x, op.baseline)
+            if op.angle:
+                a = math.radians(op.angle)
+                cos, sin = round(math.cos(a), 12), round(math.sin(a), 12)
+                text.setTextTransform(cos, sin, -sin, cos, op.x, op.baseline)
             text.setFont(op.font.name, op.size)
             c.setFillColorRGB(*op.fill)
             if op.outline is not None:
@@ -72,10 +78,27 @@ def draw_page(c: rl_canvas.Canvas, page: PageDrawing, jpeg_quality: int | None =
 
 
 def write_pdf(
-    pages: list[PageDrawing], path: Path, meta: LayoutMeta, *, jpeg_quality: int | None = None
+    pages: list[PageDrawing],
+    path: Path,
+    meta: LayoutMeta,
+    *,
+    jpeg_quality: int | None = None,
+    rtl: bool = False,
 ) -> None:
-    """Write all pages to path (the caller makes it atomic). invariant=1: same input, same bytes."""
-    c = rl_canvas.Canvas(str(path), invariant=1, pageCompression=1)
+    """Write all pages to path (the caller makes it atomic). invariant=1: same input, same bytes.
+
+    Fonts are TrueType subsets embedded by reportlab (only the glyphs used). An rtl book says so in
+    ViewerPreferences /Direction /R2L, so viewers show two-page spreads right to left, as the CBZ's
+    Manga=YesAndRightToLeft does for comic readers.
+    """
+    # The initial font is written into every page's resources whether used or not; make it one of
+    # ours so the PDF names no font that is not embedded (reportlab's default is Helvetica).
+    first = next((op.font.name for p in pages for op in p.ops if isinstance(op, TextOp)), None)
+    c = rl_canvas.Canvas(
+        str(path), invariant=1, pageCompression=1, initialFontName=first or shipped("comic").name
+    )
+    if rtl:
+        c.setViewerPreference("Direction", "R2L")
     c.setTitle(meta.title)
     if meta.author:
         c.setAuthor(meta.author)

@@ -3,7 +3,7 @@
 The primary path rasterises the finished PDF with poppler's pdftoppm, so the PNG/CBZ pages are
 pixel-for-pixel what prints (same text shaping, same anti-aliasing). Without poppler the same page
 drawings are painted with PIL instead; that fallback matches the geometry but not the exact glyph
-rendering, and CID-font CJK text needs a TrueType font there (it falls back to DejaVu or PIL's font).
+rendering. Both draw only the embedded/shipped font files, never a system font.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from storyboard.layout.drawing import ImageOp, LineOp, PageDrawing, PathOp, RectOp, TextOp
-from storyboard.layout.fonts import FontSpec, find_family
+from storyboard.layout.fonts import FontSpec
 
 
 def pdftoppm_available() -> bool:
@@ -46,12 +46,25 @@ def _rgb(c: tuple[float, float, float]) -> tuple[int, int, int]:
     return (round(c[0] * 255), round(c[1] * 255), round(c[2] * 255))
 
 
-def _pil_font(font: FontSpec, px: float) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    path = font.path or find_family("DejaVu Sans")
-    if path is not None:
-        # Fractional sizes keep line widths true to the PDF metrics at low resolutions.
-        return ImageFont.truetype(str(path), max(1.0, px))
-    return ImageFont.load_default(max(1.0, px))
+def _pil_font(font: FontSpec, px: float) -> ImageFont.FreeTypeFont:
+    # Fractional sizes keep line widths true to the PDF metrics at low resolutions.
+    return ImageFont.truetype(str(font.path), max(1.0, px))
+
+
+def _turned_text(img: Image.Image, op: TextOp, origin: tuple[float, float], px: float) -> None:
+    """Text turned by a multiple of 90 degrees: drawn upright on a mask, turned, pasted at the origin."""
+    font = _pil_font(op.font, px)
+    left, top, right, bottom = (round(v) for v in font.getbbox(op.text, anchor="ls"))
+    mask = Image.new("L", (right - left + 4, bottom - top + 4), 0)
+    ox, oy = 2 - left, 2 - top  # where the text origin lies on the mask
+    ImageDraw.Draw(mask).text((ox, oy), op.text, font=font, fill=255, anchor="ls")
+    turns = round(op.angle / 90) % 4
+    for _ in range(turns):  # each turn is 90 degrees counter-clockwise: (x, y) -> (y, W - 1 - x)
+        w = mask.width
+        mask = mask.transpose(Image.Transpose.ROTATE_90)
+        ox, oy = oy, w - 1 - ox
+    colour = Image.new("RGB", mask.size, _rgb(op.fill))
+    img.paste(colour, (round(origin[0] - ox), round(origin[1] - oy)), mask)
 
 
 def paint_page(page: PageDrawing, dpi: int) -> Image.Image:
@@ -89,6 +102,8 @@ def paint_page(page: PageDrawing, dpi: int) -> Image.Image:
             )
         elif isinstance(op, LineOp):
             draw.line([pt(*op.p0), pt(*op.p1)], fill=_rgb(op.color), width=max(1, round(op.width * s)))
+        elif isinstance(op, TextOp) and op.angle:
+            _turned_text(img, op, pt(op.x, op.baseline), op.size * s)
         elif isinstance(op, TextOp):
             draw.text(
                 pt(op.x, op.baseline),

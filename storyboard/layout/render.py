@@ -60,6 +60,14 @@ def _check_numbers(pages: Sequence[LayoutPage]) -> None:
         )
 
 
+def _rel(value: str | None, base_dir: Path | None) -> str | None:
+    """A font file path relative to the story's folder; family names pass through."""
+    if value is None or base_dir is None or not value.lower().endswith((".ttf", ".ttc", ".otf")):
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base_dir / path)
+
+
 def render_comic(
     meta: LayoutMeta,
     pages: Sequence[LayoutPage],
@@ -67,17 +75,23 @@ def render_comic(
     out_dir: Path,
     *,
     template_dirs: list[Path] | None = None,
+    base_dir: Path | None = None,
 ) -> LayoutOutputs:
     """Lay out every page and write the requested formats into out_dir.
 
     Files: <slug>.pdf, <slug>.cbz and pages/page-NNN.png (NNN = story page number; a title page is
     page-000), each written to a temporary file and moved into place, so a crash never leaves a
     half-written comic. Old page PNGs that no longer belong to the comic are removed.
+    base_dir: where relative font paths in settings are found (the story's folder).
     """
     if not pages:
         raise StoryboardError("the story has no pages to lay out")
     _check_numbers(pages)
-    fonts = resolve_fonts(settings.font, settings.cjk_font)
+    fonts = resolve_fonts(
+        _rel(settings.font, base_dir),
+        _rel(settings.cjk_font, base_dir),
+        extra=[str(_rel(f, base_dir)) for f in settings.fonts],
+    )
     templates = list_templates(template_dirs)
     drawings: list[PageDrawing] = []
     names: list[str] = []
@@ -103,7 +117,7 @@ def render_comic(
     with tempfile.TemporaryDirectory(prefix="storyboard-layout-") as tmp:
         tmp_pdf = Path(tmp) / "comic.pdf"
         if pdf_out is not None or (need_pages and pdftoppm_available()):
-            write_pdf(drawings, tmp_pdf, meta, jpeg_quality=settings.jpeg_quality)
+            write_pdf(drawings, tmp_pdf, meta, jpeg_quality=settings.jpeg_quality, rtl=rtl)
         if pdf_out is not None:
             atomic_write(pdf_out, tmp_pdf.read_bytes())
         if need_pages:

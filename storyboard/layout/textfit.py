@@ -1,87 +1,151 @@
 """Line breaking and font-size fitting for lettering.
 
-Latin text breaks at spaces; CJK text may break between any two characters except before closing
-punctuation or after opening punctuation (basic kinsoku), so a line never starts with 。 or ends with 「.
+Latin and Korean text breaks at spaces. Japanese and Chinese break between phrases found by BudouX
+(so "ごめん、/道に/迷った。" never becomes "ごめん、道に迷っ/た。"), and inside a phrase only when the
+phrase alone is longer than a line. Every break obeys the kinsoku rules of JIS X 4051: no line starts
+with closing brackets, punctuation, prolonged sound marks, small kana or iteration marks, none ends
+with an opening bracket, and ……/——/‥‥ are never split.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from storyboard.layout.fonts import FontSpec, ascent_descent, is_cjk_char, string_width
+from storyboard.layout.fonts import FontStack, ascent_descent, is_cjk_char, string_width
 
-NO_LINE_START = set("、。，．・：；？！ー）」』】〕〉》〗〙〛’”％‰)]},.:;!?…‥〜～")
-NO_LINE_START |= set("ァィゥェォッャュョヮヵヶぁぃぅぇぉっゃゅょゎ")  # small kana
-NO_LINE_END = set("（「『【〔〈《〖〘〚‘“([{")
+# JIS X 4051 classes cl-02 (closing brackets), cl-03 (hyphens), cl-04 (?!), cl-05 (middle dots),
+# cl-06 (full stops), cl-07 (commas), cl-09 (small kana, iteration marks, prolonged sound mark).
+NO_LINE_START = set("’”）〕］｝〉》」』】〙〗〟｠»)]}")
+NO_LINE_START |= set("‐゠–〜～")
+NO_LINE_START |= set("？！‼⁇⁈⁉?!")
+NO_LINE_START |= set("・：；:;")
+NO_LINE_START |= set("。．.")
+NO_LINE_START |= set("、，,")
+NO_LINE_START |= set("ヽヾゝゞ々〻ー")
+NO_LINE_START |= set("ァィゥェォッャュョヮヵヶぁぃぅぇぉっゃゅょゎゕゖ")
+NO_LINE_START |= set("ㇰㇱㇲㇳㇴㇵㇶㇷㇸㇹㇺㇻㇼㇽㇾㇿ")
+NO_LINE_START |= set("%‰℃°′″")
+NO_LINE_START |= set("…‥")  # cl-08 may not start a line either (UAX #14 LB22: never break before IN)
+# cl-01 opening brackets.
+NO_LINE_END = set("‘“（〔［｛〈《「『【〘〖〝｟«([{")
+# cl-08: never split between two of these.
+INSEPARABLE = set("…‥—―")
 LEADING = 0.12  # extra space between lines, in ems
+Measure = Callable[[str], float]
 
 
-def tokenize(text: str) -> list[str]:
-    """Unbreakable units in order; Latin words keep their trailing space."""
+@functools.lru_cache(maxsize=4)
+def _budoux(language: str) -> Any:
+    import budoux  # imported lazily: loading a model costs ~50 ms and Latin-only books never need it
+
+    if language == "zh-hant":
+        return budoux.load_default_traditional_chinese_parser()
+    if language == "zh":
+        return budoux.load_default_simplified_chinese_parser()
+    return budoux.load_default_japanese_parser()
+
+
+def _script_chunks(text: str) -> list[tuple[bool, str]]:
+    """(is_cjk, chunk) runs; Latin chunks keep their spaces."""
+    out: list[tuple[bool, str]] = []
+    for ch in text:
+        cjk = is_cjk_char(ch)
+        if out and out[-1][0] == cjk:
+            out[-1] = (cjk, out[-1][1] + ch)
+        else:
+            out.append((cjk, ch))
+    return out
+
+
+def _words(text: str) -> list[str]:
+    """Latin (and Korean) words with their trailing spaces."""
     units: list[str] = []
     word = ""
     for ch in text:
-        if is_cjk_char(ch):
-            if word:
-                units.append(word)
-                word = ""
-            units.append(ch)
-        elif ch == " ":
-            word += ch
-            units.append(word)
+        if ch == " ":
+            units.append(word + ch)
             word = ""
+        elif word.endswith(" "):
+            units.append(word)
+            word = ch
         else:
-            if word.endswith(" "):
-                units.append(word)
-                word = ""
             word += ch
     if word:
         units.append(word)
-    # Kinsoku: glue closing punctuation to what precedes it and opening punctuation to what follows.
-    glued: list[str] = []
+    return units
+
+
+def glue(units: list[str]) -> list[str]:
+    """Kinsoku: join a unit to the one before when a break between them would be forbidden."""
+    out: list[str] = []
     for u in units:
-        if glued and (u[0] in NO_LINE_START or glued[-1][-1] in NO_LINE_END):
-            glued[-1] += u
+        if not u:
+            continue
+        if out and (
+            u[0] in NO_LINE_START
+            or out[-1].rstrip()[-1:] in NO_LINE_END
+            or (u[0] in INSEPARABLE and out[-1][-1] == u[0])
+        ):
+            out[-1] += u
         else:
-            glued.append(u)
-    return glued
+            out.append(u)
+    return out
 
 
-def _split_long(unit: str, font: FontSpec, size: float, max_width: float) -> list[str]:
-    """Break a single word wider than the line, character by character (last resort)."""
-    parts, cur = [], ""
-    for ch in unit:
-        if cur and string_width(cur + ch, font, size) > max_width:
-            parts.append(cur)
-            cur = ch
+def tokenize(text: str, language: str = "ja") -> list[str]:
+    """Unbreakable units in order: words, or BudouX phrases for Japanese and Chinese."""
+    units: list[str] = []
+    for cjk, chunk in _script_chunks(text):
+        if not cjk:
+            units += _words(chunk)
+        elif language == "ko" or any(0xAC00 <= ord(c) <= 0xD7AF for c in chunk):
+            units += _words(chunk)  # Korean is written with spaces between words (keep-all)
         else:
-            cur += ch
-    return [*parts, cur] if cur else parts
+            units += _budoux(language if language in ("zh", "zh-hant") else "ja").parse(chunk)
+    return glue(units)
 
 
-def wrap(text: str, font: FontSpec, size: float, max_width: float) -> list[str]:
+def char_units(text: str) -> list[str]:
+    """The finest breakable units: single characters with kinsoku applied."""
+    return glue(list(text))
+
+
+def _pack(units: list[str], measure: Measure, max_len: float) -> list[str]:
+    """Greedy filling. A unit longer than a whole line is broken into kinsoku-glued characters (or,
+    last resort, bare characters) that flow on into the following text like any other unit."""
+    lines: list[str] = []
+    cur = ""
+    queue = list(units)
+    while queue:
+        unit = queue.pop(0)
+        if not cur and len(unit) > 1 and measure(unit.rstrip()) > max_len:
+            parts = char_units(unit)
+            queue[0:0] = parts if len(parts) > 1 else list(unit)
+            continue
+        if not cur or measure((cur + unit).rstrip()) <= max_len:
+            cur += unit
+        else:
+            lines.append(cur.rstrip())
+            cur = ""
+            queue.insert(0, unit)
+    if cur.strip() or not lines:
+        lines.append(cur.rstrip())
+    return lines
+
+
+def wrap_measured(text: str, measure: Measure, max_len: float, language: str = "ja") -> list[str]:
     lines: list[str] = []
     for para in text.split("\n"):
-        cur = ""
-        for unit in tokenize(para.strip()):
-            trial = cur + unit
-            if not cur or string_width(trial.rstrip(), font, size) <= max_width:
-                cur = trial
-                continue
-            lines.append(cur.rstrip())
-            cur = unit
-        if cur.strip() or not lines:
-            lines.append(cur.rstrip())
-        # A leading unit wider than the line is split hard so nothing overflows.
-        fixed: list[str] = []
-        for line in lines:
-            if string_width(line, font, size) > max_width:
-                fixed.extend(_split_long(line, font, size, max_width))
-            else:
-                fixed.append(line)
-        lines = fixed
+        lines += _pack(tokenize(para.strip(), language), measure, max_len)
     return lines
+
+
+def wrap(text: str, stack: FontStack, size: float, max_width: float, language: str = "ja") -> list[str]:
+    return wrap_measured(text, lambda s: string_width(s, stack, size), max_width, language)
 
 
 @dataclass(frozen=True)
@@ -95,10 +159,10 @@ class FittedText:
     line_height: float
 
 
-def measure(lines: list[str], font: FontSpec, size: float) -> FittedText:
-    asc, desc = ascent_descent(font, size)
+def measure(lines: list[str], stack: FontStack, size: float) -> FittedText:
+    asc, desc = ascent_descent(stack, size)
     line_h = asc + desc + LEADING * size
-    widths = tuple(string_width(line, font, size) for line in lines)
+    widths = tuple(string_width(line, stack, size) for line in lines)
     return FittedText(
         size=size,
         lines=tuple(lines),
@@ -112,13 +176,14 @@ def measure(lines: list[str], font: FontSpec, size: float) -> FittedText:
 
 def fit_text(
     text: str,
-    font: FontSpec,
+    stack: FontStack,
     size: float,
     max_width: float,
     max_height: float,
     *,
     min_size: float = 4.0,
     shape: float | None = 2.6,
+    language: str = "ja",
 ) -> FittedText | None:
     """The largest size <= size (in 0.25 pt steps) at which text fits max_width x max_height.
 
@@ -128,17 +193,13 @@ def fit_text(
     """
     s = size
     while s >= min_size - 1e-9:
-        total = string_width(text.replace("\n", " "), font, s)
-        asc, desc = ascent_descent(font, s)
+        total = string_width(text.replace("\n", " "), stack, s)
+        asc, desc = ascent_descent(stack, s)
         target = max_width if shape is None else math.sqrt(total * (asc + desc) * shape)
-        width = min(max_width, max(target, s * 9))
-        fitted = measure(wrap(text, font, s, width), font, s)
-        if fitted.width > width:  # only a hard split can cause this; retry at full width
-            fitted = measure(wrap(text, font, s, max_width), font, s)
-        if fitted.height <= max_height and fitted.width <= max_width:
-            return fitted
-        if width < max_width:
-            fitted = measure(wrap(text, font, s, max_width), font, s)
+        # Never narrower than the longest word or phrase, so the shape alone never splits one.
+        longest = max((string_width(u.rstrip(), stack, s) for u in tokenize(text, language)), default=0.0)
+        for width in dict.fromkeys((min(max_width, max(target, s * 9, longest)), max_width)):
+            fitted = measure(wrap(text, stack, s, width, language), stack, s)
             if fitted.height <= max_height and fitted.width <= max_width:
                 return fitted
         s -= 0.25

@@ -38,8 +38,18 @@ class LayoutSettings(BaseModel):
     # Panel art is embedded in the PDF as JPEG at this quality (5x smaller than lossless for
     # rendered art); null keeps it lossless (Flate).
     jpeg_quality: int | None = Field(default=92, ge=50, le=100)
-    font: str | None = None
-    cjk_font: str | None = None
+    # Lettering fonts: TrueType files (relative to the story's folder) or installed family names.
+    # Unset uses the shipped faces (Comic Neue, Bangers, Noto Sans JP/SC/TC/KR, Noto Emoji).
+    font: str | None = Field(default=None, description="Latin lettering face (default: Comic Neue)")
+    cjk_font: str | None = Field(default=None, description="CJK face tried before the shipped Noto ones")
+    fonts: tuple[str, ...] = Field(
+        default=(), description="more fonts tried for characters the others lack (e.g. rare kanji)"
+    )
+    vertical: bool | None = Field(
+        default=None,
+        description="vertical (tategaki) lettering: unset = Japanese lines of a `language: ja` book; "
+        "true = Japanese and Chinese lines; false = always horizontal",
+    )
     font_size_pt: float = Field(default=9.0, ge=4, le=36)
     title_page: bool = False
     page_numbers: bool = True
@@ -62,6 +72,21 @@ class LayoutSettings(BaseModel):
                 raise ValueError("a custom page size is [width_mm, height_mm] with two positive numbers")
             return tuple(float(v) for v in value)
         return value
+
+    @field_validator("cjk_font", "font")
+    @classmethod
+    def _no_cid(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() == "cid":
+            raise ValueError(
+                "CID fonts are no longer used: they are not embedded, so readers without them show "
+                "blanks; leave the font unset to use the shipped Noto CJK faces, or give a .ttf file"
+            )
+        return value
+
+    @field_validator("fonts", mode="before")
+    @classmethod
+    def _fonts(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
 
     @field_validator("formats", mode="before")
     @classmethod
@@ -96,6 +121,7 @@ class Balloon:
     speaker: str | None = None
     kind: BalloonKind = "speech"
     speaker_at: tuple[float, float] | None = None
+    vertical: bool | None = None  # per-line override of LayoutSettings.vertical
 
 
 @dataclass(frozen=True)
