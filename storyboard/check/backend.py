@@ -49,6 +49,7 @@ def normalized_mean(feats: Features) -> Features:
 
 class Detector(Protocol):
     identity: str  # model and settings; part of the cache key
+    name: str  # for people: the model and its thresholds
 
     def detect(self, image: Image.Image) -> list[Detection]:
         """People in the image, best first, boxes in image pixels."""

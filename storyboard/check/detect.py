@@ -133,6 +133,10 @@ class YoloDetector:
         return cls(session, parse_names(meta["names"]), parse_imgsz(meta), model_id or path.parent.name)
 
     @property
+    def name(self) -> str:
+        return f"{self.model_id} (conf {self.conf:g}, IoU {self.iou:g})"
+
+    @property
     def identity(self) -> str:
         """Everything that decides the boxes, for the embedding cache key."""
         return f"yolo:{self.model_id}:{self.size_hw}:{self.conf}:{self.iou}"
@@ -149,4 +153,6 @@ class YoloDetector:
             infer_size=(self.size_hw[1], self.size_hw[0]),
         )
         # Only people are characters; other classes (a head/face model's) are not used for crops here.
-        return [d for d in dets if d.label == "person" and d.box[2] > d.box[0] and d.box[3] > d.box[1]]
+        people = [d for d in dets if d.label == "person" and d.box[2] > d.box[0] and d.box[3] > d.box[1]]
+        # Best first; equal scores left to right, so the order never depends on NMS tie-breaking.
+        return sorted(people, key=lambda d: (-d.score, d.box[0], d.box[1]))

@@ -107,6 +107,9 @@ def analyse(
             f"Panels not rendered yet: {', '.join(p.panel_id for p in missing_files)}.",
             hint="build the story first; the check reads only rendered panels",
         )
+    missing_refs = [str(r) for c in inp.characters.values() for r in c.references if not r.is_file()]
+    if missing_refs:
+        raise StoryboardError(f"Reference images not found: {', '.join(missing_refs)}.")
     cache = FeatureCache(cache_dir)
     thresholds = {
         cid: threshold_for(c.threshold, inp.threshold, backend.default_threshold)
@@ -125,15 +128,23 @@ def analyse(
     anchors: dict[str, Anchor] = {}
     for cid, c in inp.characters.items():
         if c.references:
-            refs = [image_crops(r, backend, None, cache)[0].feats for r in c.references]
+            # A reference is cropped like a panel (its best detection) so that a character sheet with
+            # background is compared figure to figure; with no detection the whole image is used.
+            refs = []
+            for ref in c.references:
+                rc = image_crops(ref, backend, detector, cache)[0]
+                if not len(rc.feats):
+                    rc = image_crops(ref, backend, None, cache)[0]
+                refs.append(rc.feats[:1])
             anchors[cid] = Anchor("reference", np.concatenate(refs))
             continue
-        solo = [
-            crops[p.panel_id].feats[:1]
-            for p in inp.panels
-            if p.characters == (cid,) and len(crops[p.panel_id].feats)
-        ]
-        anchors[cid] = _bootstrap_anchor(solo, backend, thresholds[cid])
+        # Unambiguous panels first (alone, one detection); failing those, the best detection of
+        # panels where it is alone.
+        solo = [p.panel_id for p in inp.panels if p.characters == (cid,) and len(crops[p.panel_id].feats)]
+        single = [crops[pid].feats[:1] for pid in solo if len(crops[pid].feats) == 1]
+        anchors[cid] = _bootstrap_anchor(
+            single or [crops[pid].feats[:1] for pid in solo], backend, thresholds[cid]
+        )
 
     assigned: dict[str, dict[str, int]] = {}
     results: list[PanelResult] = []
@@ -220,7 +231,7 @@ def analyse(
         backend=backend.name,
         backend_model=backend.model_id,
         default_threshold=backend.default_threshold,
-        detector=detector.identity if detector else None,
+        detector=detector.name if detector else None,
         characters=scores,
         panels=results,
         appearances=appearances,
