@@ -13,7 +13,7 @@ RED, BLUE, GREEN = (215, 40, 40), (40, 60, 210), (40, 170, 60)
 
 
 def draw_panel(path: Path, figures: list[tuple[int, tuple[int, int, int]]], size: int = SIZE) -> Path:
-    """White panel with a coloured figure (head + body) in each given strip (0..3) of the stand-in detector."""
+    """White panel, a coloured figure (head + body) in each given strip (0..3) of the stand-in detector."""
     img = Image.new("RGB", (size, size), "white")
     d = ImageDraw.Draw(img)
     w = size // 4

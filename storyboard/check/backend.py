@@ -33,13 +33,15 @@ class Backend(Protocol):
 
 def l2_normalize(x: NDArray[np.float32]) -> NDArray[np.float32]:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+    out: NDArray[np.float32] = (x / np.maximum(norm, 1e-12)).astype(np.float32)
+    return out
 
 
 def cosine_distances(a: Features, b: Features) -> NDArray[np.float32]:
     """1 - cosine similarity, clipped to [0, 2] against rounding."""
     d = 1.0 - l2_normalize(a) @ l2_normalize(b).T
-    return np.clip(d, 0.0, 2.0).astype(np.float32)
+    out: NDArray[np.float32] = np.clip(d, 0.0, 2.0).astype(np.float32)
+    return out
 
 
 def normalized_mean(feats: Features) -> Features:
@@ -48,8 +50,15 @@ def normalized_mean(feats: Features) -> Features:
 
 
 class Detector(Protocol):
-    identity: str  # model and settings; part of the cache key
-    name: str  # for people: the model and its thresholds
+    @property
+    def identity(self) -> str:
+        """Model and settings: part of the cache key."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """For people: the model and its thresholds."""
+        ...
 
     def detect(self, image: Image.Image) -> list[Detection]:
         """People in the image, best first, boxes in image pixels."""

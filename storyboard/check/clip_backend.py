@@ -44,7 +44,8 @@ class ClipBackend:
             raise ModelError(f"{folder}: no config.json; not a transformers CLIP folder.")
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         # Only the vision tower and its projection are built; the text tower's weights are skipped.
-        model = CLIPVisionModelWithProjection.from_pretrained(folder).to(dev).eval()
+        model: Any = CLIPVisionModelWithProjection.from_pretrained(folder)
+        model = model.to(dev).eval()
         processor = CLIPImageProcessor.from_pretrained(folder)
         return cls(model, processor, dev, model_id=f"{folder.name}:{model.config.projection_dim}")
 

@@ -99,7 +99,7 @@ def postprocess(
     if not kept.size:
         return []
     cx, cy, bw, bh = kept[:, 0], kept[:, 1], kept[:, 2], kept[:, 3]
-    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).astype(np.float32)
     class_scores = kept[:, 4:]
     idx = nms(boxes, class_scores.max(axis=1), iou)
     (pw, ph), (iw, ih) = panel_size, infer_size

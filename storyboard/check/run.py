@@ -44,7 +44,8 @@ class Anchor:
         """Distance of each row of feats to the anchor; with several references, the nearest one."""
         if self.kind == "none" or not len(self.feats):
             return np.full(len(feats), NO_ANCHOR_COST, np.float32)
-        return backend.distances(feats, self.feats).min(axis=1)
+        nearest: NDArray[np.float32] = backend.distances(feats, self.feats).min(axis=1)
+        return nearest
 
 
 @dataclass
@@ -69,7 +70,7 @@ def image_crops(
         dets = [Detection(box=(0, 0, image.width, image.height), score=1.0, label="whole")]
     boxes = np.array([d.box for d in dets], dtype=np.int64).reshape(-1, 4)
     scores = np.array([d.score for d in dets], dtype=np.float32)
-    feats = backend.embed([image.crop(tuple(int(v) for v in b)) for b in boxes])
+    feats = backend.embed([image.crop((int(b[0]), int(b[1]), int(b[2]), int(b[3]))) for b in boxes])
     crops = Crops(boxes, scores, feats, whole=detector is None)
     cache.put(sha, key, crops)
     return crops, True, sha
@@ -152,10 +153,14 @@ def analyse(
         pc = crops[p.panel_id]
         chosen, _ = assign_crops(pc, p.characters, anchors, backend)
         assigned[p.panel_id] = chosen
-        dets = [] if pc.whole else [
-            Detection(box=(int(b[0]), int(b[1]), int(b[2]), int(b[3])), score=float(s))
-            for b, s in zip(pc.boxes, pc.scores, strict=True)
-        ]
+        dets = (
+            []
+            if pc.whole
+            else [
+                Detection(box=(int(b[0]), int(b[1]), int(b[2]), int(b[3])), score=float(s))
+                for b, s in zip(pc.boxes, pc.scores, strict=True)
+            ]
+        )
         n_det = len(p.characters) if pc.whole else len(dets)
         results.append(
             PanelResult(
@@ -177,9 +182,7 @@ def analyse(
     for cid, c in inp.characters.items():
         mine = [(p.panel_id, assigned[p.panel_id][cid]) for p in inp.panels if cid in assigned[p.panel_id]]
         feats = (
-            np.stack([crops[pid].feats[row] for pid, row in mine])
-            if mine
-            else np.zeros((0, 1), np.float32)
+            np.stack([crops[pid].feats[row] for pid, row in mine]) if mine else np.zeros((0, 1), np.float32)
         )
         pair = backend.distances(feats, feats) if mine else np.zeros((0, 0), np.float32)
         cluster: list[int] = []

@@ -50,8 +50,13 @@ def write_ccip(folder: Path, seed: int = 0) -> Path:
     proj = rng.standard_normal((3 * grid * grid, FEATURE_DIM)).astype(np.float32)
     feat = helper.make_graph(
         [
-            helper.make_node("AveragePool", ["input"], ["pooled"], kernel_shape=[SIZE // grid] * 2,
-                             strides=[SIZE // grid] * 2),
+            helper.make_node(
+                "AveragePool",
+                ["input"],
+                ["pooled"],
+                kernel_shape=[SIZE // grid] * 2,
+                strides=[SIZE // grid] * 2,
+            ),
             helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
             helper.make_node("MatMul", ["flat", "proj"], ["output"]),
         ],
@@ -107,8 +112,9 @@ def write_detector(folder: Path) -> Path:
     nodes = [
         helper.make_node("ReduceMean", ["images"], ["gray"], axes=[1], keepdims=1),
         helper.make_node("Sub", ["one", "gray"], ["ink"]),
-        helper.make_node("AveragePool", ["ink"], ["strip_ink"], kernel_shape=[s, s // STRIPS],
-                         strides=[s, s // STRIPS]),
+        helper.make_node(
+            "AveragePool", ["ink"], ["strip_ink"], kernel_shape=[s, s // STRIPS], strides=[s, s // STRIPS]
+        ),
         helper.make_node("Reshape", ["strip_ink", "score_shape"], ["ink3"]),
         helper.make_node("Mul", ["ink3", "gain"], ["gained"]),
         helper.make_node("Clip", ["gained", "zero", "one"], ["scores4"]),
