@@ -62,7 +62,11 @@ class CcipBackend:
             folder / "model_metrics.onnx", inputs=["input"], outputs=["output"], device=device
         )
         shape = feat.get_inputs()[0].shape
-        if list(shape[1:]) != [3, SIZE, SIZE]:
+        # Only fixed sizes that disagree are refused: an export may leave dims symbolic ('height').
+        if len(shape) != 4 or any(
+            isinstance(have, int) and have != want
+            for have, want in zip(shape[1:], (3, SIZE, SIZE), strict=True)
+        ):
             raise ModelError(f"{folder}: CCIP feature input is {shape}, expected Nx3x{SIZE}x{SIZE}.")
         threshold = PUBLISHED_THRESHOLD
         metrics = folder / "metrics.json"
