@@ -1,0 +1,207 @@
+"""The one place the check touches the rest of storyboard (story loading, output folders, rendering,
+`pick`). After the package restructure (issue 11) only this file needs repointing.
+
+Entry points for the CLI (`storyboard/commands/check.py`, `storyboard/commands/models.py`):
+  * check_story(...)  -> exit code: run the check (and --fix), write the report, print the table;
+  * fetch_models(...) -> folders: download the pinned model files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from storyboard.check import fetch as fetch_mod
+from storyboard.check.backend import Backend, Detector
+from storyboard.check.fix import FixResult, fix_panels
+from storyboard.check.report import summary_table, write_report
+from storyboard.check.run import run_check
+from storyboard.check.types import CharacterSpec, CheckInput, PanelSpec
+from storyboard.errors import StoryboardError
+
+
+@dataclass(frozen=True)
+class StoryPaths:
+    story: Path
+    out_dir: Path  # output/<story>/
+
+    @property
+    def check_dir(self) -> Path:
+        return self.out_dir / "check"
+
+
+def check_input(story: Path, out_root: Path = Path("output")) -> tuple[CheckInput, StoryPaths]:
+    """The check's input from a story file and its output folder (panels/<id>.png, manifest.json).
+
+    Seeds come from manifest.json (what each panel file was rendered with), else from the plan.
+    References are resolved against the story file's folder.
+    """
+    from storyboard.build import output_dir
+    from storyboard.plan import plan
+    from storyboard.story_load import load_story
+
+    loaded = load_story(story)
+    out_dir = output_dir(loaded, out_root)
+    manifest: dict[str, Any] = {}
+    mpath = out_dir / "manifest.json"
+    if mpath.is_file():
+        data = json.loads(mpath.read_text(encoding="utf-8"))
+        manifest = data.get("panels", {}) if isinstance(data, dict) else {}
+    planned = {j.panel_id: j.seed for j in plan(loaded)}
+    panels = []
+    for _, _, p in loaded.story.panels():
+        assert p.id is not None
+        entry = manifest.get(p.id)
+        seed = entry.get("seed") if isinstance(entry, dict) else None
+        panels.append(
+            PanelSpec(
+                panel_id=p.id,
+                image=out_dir / "panels" / f"{p.id}.png",
+                characters=tuple(p.characters),
+                seed=seed if isinstance(seed, int) else planned[p.id],
+            )
+        )
+    characters = {
+        cid: CharacterSpec(
+            id=cid,
+            name=c.name or cid,
+            references=tuple(r if r.is_absolute() else loaded.base_dir / r for r in c.references),
+            threshold=getattr(c, "check_threshold", None),  # a story field the lead adds (INTEGRATION.md)
+        )
+        for cid, c in loaded.story.characters.items()
+    }
+    check_cfg = getattr(loaded.story, "check", None)
+    inp = CheckInput(
+        title=loaded.story.title,
+        characters=characters,
+        panels=tuple(panels),
+        out_dir=out_dir / "check",
+        threshold=getattr(check_cfg, "threshold", None),
+    )
+    return inp, StoryPaths(story=story, out_dir=out_dir)
+
+
+def open_models(
+    backend: str, models_dir: Path | None, *, device: str = "auto", detector: bool = True
+) -> tuple[Backend, Detector | None]:
+    """Load the backend and the person detector from --models DIR or the HF cache (never downloads)."""
+    from storyboard.check.ccip import CcipBackend
+    from storyboard.check.clip_backend import ClipBackend
+    from storyboard.check.detect import YoloDetector
+
+    if backend not in {"ccip", "clip"}:
+        raise StoryboardError(f"Unknown check backend {backend!r}; use ccip or clip.")
+    folders = fetch_mod.resolve(fetch_mod.specs_for(backend, detector), models_dir=models_dir)
+    emb: Backend = (
+        CcipBackend.open(folders["ccip"], device=device)
+        if backend == "ccip"
+        else ClipBackend.open(folders["clip"], device=device)
+    )
+    det = YoloDetector.open(folders["detector"] / "model.onnx", device=device) if detector else None
+    return emb, det
+
+
+def _fix_callables(paths: StoryPaths, out_root: Path, renderer: Any) -> tuple[Any, Any, list[str]]:
+    """render_candidates / record_pick over the real build and pick, and the list of picked panels."""
+    from storyboard.build import build, render_candidates
+    from storyboard.pick import pick_seed
+    from storyboard.story_load import load_story
+
+    picked: list[str] = []
+
+    def candidates(panel_id: str, seeds: list[int]) -> list[Path]:
+        results, _sheet = render_candidates(load_story(paths.story), out_root, renderer, panel_id, seeds)
+        by_seed = dict(results)
+        return [by_seed[s] for s in seeds]
+
+    def record(panel_id: str, seed: int) -> None:
+        pick_seed(paths.story, panel_id, seed)
+        # The candidate is in the render store already, so this build copies it into panels/<id>.png.
+        build(load_story(paths.story), out_root, renderer, only=[panel_id], layout=False)
+        picked.append(panel_id)
+
+    return candidates, record, picked
+
+
+def check_story(
+    story: Path,
+    *,
+    out_root: Path = Path("output"),
+    strict: bool = False,
+    fix: bool = False,
+    tries: int = 4,
+    backend: str = "ccip",
+    models_dir: Path | None = None,
+    device: str = "auto",
+    console: Console | None = None,
+    models: tuple[Backend, Detector | None] | None = None,
+    renderer: Any = None,
+) -> int:
+    """`storyboard check`: 0 when fine (or not --strict), 1 when --strict and a panel is off-model.
+
+    `models` and `renderer` are for tests and callers that already hold them.
+    """
+    console = console or Console(highlight=False)
+    inp, paths = check_input(story, out_root)
+    emb, det = models or open_models(backend, models_dir, device=device)
+    cache = paths.check_dir / "cache"
+    report = run_check(inp, emb, det, cache)
+    fixed: FixResult | None = None
+    if fix and report.flagged_panels:
+        if renderer is None:
+            from storyboard.engine import DiffusersRenderer
+            from storyboard.story_load import load_story
+
+            renderer = DiffusersRenderer.from_story(load_story(story))
+        candidates, record, picked = _fix_callables(paths, out_root, renderer)
+        fixed = fix_panels(
+            report,
+            inp,
+            backend=emb,
+            detector=det,
+            render_candidates=candidates,
+            record_pick=record,
+            tries=tries,
+            cache_dir=cache,
+        )
+        if picked:
+            from storyboard.build import build
+            from storyboard.story_load import load_story
+
+            build(load_story(story), out_root, renderer, only=[], layout=True)  # re-lay out the pages
+        report = fixed.report
+    files = write_report(report, check_input(story, out_root)[0] if fixed else inp)
+    console.print(summary_table(report))
+    _print_outcome(console, report.flagged_panels, fixed, files["html"])
+    return 1 if strict and report.flagged_panels else 0
+
+
+def _print_outcome(console: Console, flagged: Sequence[str], fixed: FixResult | None, html: Path) -> None:
+    if fixed is not None:
+        for c in fixed.changes:
+            state = "on-model" if c.passed else "closer, still off-model"
+            console.print(f"fixed {c.panel_id}: seed {c.old_seed} -> {c.new_seed} ({state})")
+        for pid in fixed.still_failing:
+            console.print(f"still off-model after {len(fixed.tried.get(pid, []))} tries: {pid}")
+    elif flagged:
+        console.print(f"off-model: {', '.join(flagged)} (reroll them with --fix)")
+    console.print(f"report: {html}")
+
+
+def fetch_models(
+    what: str = "check", *, clip: bool = False, console: Console | None = None
+) -> dict[str, Path]:
+    """`storyboard models fetch check`: download the pinned files, say where they went."""
+    console = console or Console(highlight=False)
+    if what != "check":
+        raise StoryboardError(f"Nothing to fetch for {what!r}; known: check.")
+    specs = [fetch_mod.CCIP, fetch_mod.DETECTOR] + ([fetch_mod.CLIP] if clip else [])
+    folders = fetch_mod.fetch(specs)
+    for key, folder in folders.items():
+        console.print(f"{key}: {folder}")
+    return folders

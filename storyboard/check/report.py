@@ -1,0 +1,110 @@
+"""The check's report: check/report.json (every number), check/index.html (a page to look at), and a
+summary table for the terminal."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from jinja2 import Environment, select_autoescape
+from PIL import Image
+from rich.table import Table
+
+from storyboard.check.images import load_rgb
+from storyboard.check.types import CheckInput, CheckReport
+from storyboard.store import atomic_write_bytes, atomic_write_text
+
+THUMB_HEIGHT = 160
+PANEL_THUMB_HEIGHT = 72
+
+
+def _thumb(src: Path, box: tuple[int, int, int, int] | None, dst: Path, height: int = THUMB_HEIGHT) -> None:
+    image = load_rgb(Image.open(src))
+    if box is not None:
+        image = image.crop(box)
+    w = max(1, round(image.width * height / max(1, image.height)))
+    buf = io.BytesIO()
+    image.resize((w, height), Image.Resampling.LANCZOS).save(buf, format="PNG")
+    atomic_write_bytes(dst, buf.getvalue())
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+def heat_color(distance: float | None, threshold: float) -> str:
+    """Green when far under the threshold, through yellow, to red at and past it."""
+    if distance is None:
+        return "#d0d0d0"
+    r = max(0.0, min(1.0, distance / threshold if threshold > 0 else 1.0))
+    hue = 120 * (1 - r)
+    return f"hsl({hue:.0f}, 70%, {80 - 15 * r:.0f}%)"
+
+
+# The page template sits next to this module (package data) so it can be edited as HTML.
+TEMPLATE = Path(__file__).with_name("report.html.j2")
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def write_report(report: CheckReport, inp: CheckInput) -> dict[str, Path]:
+    """Crops, reference thumbnails, report.json and index.html under inp.out_dir."""
+    out = inp.out_dir
+    images = {p.panel_id: p.image for p in inp.panels}
+    for a in report.appearances:
+        if a.box is not None:
+            rel = f"crops/{_safe(a.panel_id)}--{_safe(a.character)}.png"
+            _thumb(images[a.panel_id], a.box, out / rel)
+            a.crop = rel
+    thumbs: dict[str, str] = {}
+    for p in inp.panels:
+        thumbs[p.panel_id] = f"panels/{_safe(p.panel_id)}.png"
+        _thumb(p.image, None, out / thumbs[p.panel_id], PANEL_THUMB_HEIGHT)
+    refs: dict[str, list[str]] = {}
+    for cid, c in inp.characters.items():
+        for i, ref in enumerate(c.references):
+            rel = f"refs/{_safe(cid)}-{i}.png"
+            _thumb(ref, None, out / rel)
+            refs.setdefault(cid, []).append(rel)
+    json_path = out / "report.json"
+    atomic_write_text(json_path, report.model_dump_json(indent=2) + "\n")
+    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+    html = env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(
+        r=report,
+        flagged=report.flagged_panels,
+        missing=sum(1 for a in report.appearances if a.box is None),
+        cells={(a.panel_id, a.character): a for a in report.appearances},
+        refs=refs,
+        thumbs=thumbs,
+        color=heat_color,
+        fmt=_fmt,
+    )
+    html_path = out / "index.html"
+    atomic_write_text(html_path, html)
+    return {"json": json_path, "html": html_path}
+
+
+def read_report(path: Path) -> CheckReport:
+    return CheckReport.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def summary_table(report: CheckReport) -> Table:
+    """Per character: panels, self/cross similarity, threshold, and where it is off-model or missing."""
+    table = Table(title=f"{report.title}: character check ({report.backend})")
+    for col in ("character", "anchor", "panels", "self", "cross", "threshold", "off-model", "missing"):
+        table.add_column(col, overflow="fold")
+    for c in report.characters:
+        missing = [a.panel_id for a in report.appearances if a.character == c.id and a.box is None]
+        table.add_row(
+            c.name,
+            c.anchor,
+            str(len(c.panels)),
+            _fmt(c.self_similarity),
+            _fmt(c.cross_similarity),
+            f"{c.threshold:.3f}",
+            ", ".join(c.flagged) or "-",
+            ", ".join(missing) or "-",
+        )
+    return table

@@ -1,0 +1,109 @@
+"""Typed inputs and outputs of the check stage.
+
+The input is built by `adapter.py` from a story and its output folder; the stage itself never reads
+story files, so it survives the package restructure unchanged. The report is a pydantic model so that
+`report.json` is written and read back by the same definition.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in panel pixels
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CharacterSpec(_Frozen):
+    id: str
+    name: str
+    references: tuple[Path, ...] = ()
+    threshold: float | None = Field(None, description="Distance above which a crop is off-model.")
+
+
+class PanelSpec(_Frozen):
+    panel_id: str
+    image: Path
+    characters: tuple[str, ...]
+    seed: int | None = None
+
+
+class CheckInput(_Frozen):
+    title: str
+    characters: dict[str, CharacterSpec]
+    panels: tuple[PanelSpec, ...]  # story order
+    out_dir: Path  # the check folder: index.html, report.json, crops/, cache/
+    threshold: float | None = Field(None, description="Story-level override of the backend threshold.")
+
+
+class Detection(_Frozen):
+    box: Box
+    score: float
+    label: str = "person"
+
+
+class Appearance(BaseModel):
+    """One character in one panel: where it was found and how far it is from its anchor."""
+
+    panel_id: str
+    character: str
+    box: Box | None = None  # None: the character was not found (missing)
+    whole_panel: bool = False  # no detector: the whole panel stands in for the crop
+    detection_score: float | None = None
+    crop: str | None = None  # file under the check folder
+    distance: float | None = None  # to the character's anchor (reference or prototype)
+    off_model: bool = False
+
+
+class PanelResult(BaseModel):
+    panel_id: str
+    image: str
+    sha256: str
+    seed: int | None
+    expected: list[str]
+    detections: list[Detection]
+    occm: float  # ViStoryBench's on-stage character count matching, 0..100
+    missing: list[str]
+    extra: int  # detections left over after assignment
+
+
+class CharacterScore(BaseModel):
+    id: str
+    name: str
+    anchor: Literal["reference", "prototype", "none"]
+    threshold: float
+    panels: list[str]
+    self_similarity: float | None  # mean pairwise similarity among its crops (1 - distance)
+    cross_similarity: float | None  # mean similarity to its anchor
+    main_cluster: list[str]  # panel ids the prototype was built from
+    flagged: list[str]
+
+
+class CheckReport(BaseModel):
+    title: str
+    backend: str
+    backend_model: str
+    default_threshold: float
+    detector: str | None  # None: whole panels were used
+    characters: list[CharacterScore]
+    panels: list[PanelResult]
+    appearances: list[Appearance]
+    notes: list[str] = Field(default_factory=list)
+    embedded_panels: list[str] = Field(default_factory=list, description="Panels embedded in this run.")
+
+    @property
+    def flagged_panels(self) -> list[str]:
+        """Panels with at least one off-model character, in story order."""
+        bad = {a.panel_id for a in self.appearances if a.off_model}
+        return [p.panel_id for p in self.panels if p.panel_id in bad]
+
+    def appearance(self, panel_id: str, character: str) -> Appearance | None:
+        for a in self.appearances:
+            if a.panel_id == panel_id and a.character == character:
+                return a
+        return None

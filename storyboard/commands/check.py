@@ -1,0 +1,48 @@
+"""`storyboard check`: is every character on-model in every panel? (the body is in check/adapter.py)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(name="check", add_completion=False)
+
+
+@app.command("check")
+def check(
+    story: Annotated[Path, typer.Argument(help="The story YAML file.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output root; the check reads OUT/<story>/.")] = Path(
+        "output"
+    ),
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit with status 1 when any panel is off-model.")
+    ] = False,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Reroll off-model panels and keep the closest candidate's seed.")
+    ] = False,
+    tries: Annotated[int, typer.Option("--tries", min=1, max=64, help="Candidate seeds per panel.")] = 4,
+    backend: Annotated[
+        str, typer.Option("--backend", help="Identity model: ccip (anime art) or clip (ViT-L/14).")
+    ] = "ccip",
+    models: Annotated[
+        Path | None, typer.Option("--models", help="Folder with the model files instead of the HF cache.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Compare each character across its panels; write OUT/<story>/check/index.html and report.json."""
+    from storyboard.check.adapter import check_story
+
+    code = check_story(
+        story,
+        out_root=out,
+        strict=strict,
+        fix=fix,
+        tries=tries,
+        backend=backend,
+        models_dir=models,
+        device=device,
+    )
+    if code:
+        raise typer.Exit(code)
