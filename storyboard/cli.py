@@ -221,8 +221,13 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder for the new proj
 
 
 def _register_subapps() -> None:
-    from storyboard.commands import dev, lora
+    from storyboard.commands import check as check_cmd
+    from storyboard.commands import dev, lora, models
     from storyboard.commands import prompt as prompt_cmd
+
+    # `check` is one command, so registered as a command (a sub-app would read `storyboard check check`).
+    app.command("check")(check_cmd.check)
+    app.add_typer(models.app, name="models", help="Download the models a stage needs.")
 
     app.add_typer(prompt_cmd.app, name="prompt", help="Look inside WebUI prompts.")
     app.add_typer(lora.app, name="lora", help="Inspect and merge LoRA files.")

@@ -17,7 +17,8 @@ from storyboard.app.build import build
 from storyboard.jobs import MANIFEST_VERSION
 from storyboard.render.draft import DraftRenderer
 from storyboard.errors import StoryboardError
-from storyboard.app.store import PanelStore, safe_child
+from storyboard.app.store import PanelStore
+from storyboard.writes import safe_child
 from storyboard.story.load import load_story
 
 STORY = """\

@@ -14,7 +14,7 @@ from storyboard.check.detect import YoloDetector
 from storyboard.check.fix import fix_panels, reroll_seeds
 from storyboard.check.run import run_check
 from storyboard.check.standin import write_all
-from storyboard.pick import pick_seed
+from storyboard.story.pick import pick_seed
 
 STORY_YAML = """\
 # a story for the fix test; comments must survive the pick

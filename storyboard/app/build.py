@@ -15,7 +15,8 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from storyboard.app.store import PanelStore, atomic_copy, atomic_write_bytes, safe_child
+from storyboard.app.store import PanelStore
+from storyboard.writes import atomic_copy, atomic_write_bytes, safe_child
 from storyboard.jobs import Manifest, ManifestLora, ManifestRecord, PanelJob, Renderer, job_hash
 from storyboard.layout.contact_sheet import contact_sheet
 from storyboard.story.load import LoadedStory

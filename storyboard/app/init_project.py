@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from storyboard.errors import StoryboardError
-from storyboard.app.store import atomic_write_text
+from storyboard.writes import atomic_write_text
 
 EXAMPLE_CHARACTER = """\
 # A character bound to a LoRA. Put the LoRA file in your WebUI's models/Lora folder (or set

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from storyboard.store import atomic_write_bytes
+from storyboard.writes import atomic_write_bytes
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from storyboard.check.images import load_rgb
 from storyboard.check.types import CheckInput, CheckReport
-from storyboard.store import atomic_write_bytes, atomic_write_text
+from storyboard.writes import atomic_write_bytes, atomic_write_text
 
 THUMB_HEIGHT = 160
 PANEL_THUMB_HEIGHT = 72

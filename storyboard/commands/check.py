@@ -1,4 +1,4 @@
-"""`storyboard check`: is every character on-model in every panel? (the body is in check/adapter.py)"""
+"""`storyboard check`: is every character on-model in every panel? (the body is in app/check.py)"""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def check(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Compare each character across its panels; write OUT/<story>/check/index.html and report.json."""
-    from storyboard.check.adapter import check_story
+    from storyboard.app.check import check_story
 
     code = check_story(
         story,

@@ -24,6 +24,6 @@ def fetch(
     ] = False,
 ) -> None:
     """Download what `storyboard check` needs (CCIP and the person detector) and say where it went."""
-    from storyboard.check.adapter import fetch_models
+    from storyboard.app.check import fetch_models
 
     fetch_models(what, clip=clip)

@@ -1,5 +1,6 @@
-"""The one place the check touches the rest of storyboard (story loading, output folders, rendering,
-`pick`). After the package restructure (issue 11) only this file needs repointing.
+"""The check as a user runs it: story + output folder -> the check stage's input, the report, and the
+`--fix` loop wired to the real renderer, the panel store and `pick`. The stage itself
+(`storyboard.check`) reads only what this module hands it.
 
 Entry points for the CLI (`storyboard/commands/check.py`, `storyboard/commands/models.py`):
   * check_story(...)  -> exit code: run the check (and --fix), write the report, print the table;
@@ -8,21 +9,20 @@ Entry points for the CLI (`storyboard/commands/check.py`, `storyboard/commands/m
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
 from storyboard.check import fetch as fetch_mod
 from storyboard.check.backend import Backend, Detector
-from storyboard.check.fix import FixResult, fix_panels
+from storyboard.check.fix import FixResult, RecordPick, RenderCandidates, fix_panels
 from storyboard.check.report import summary_table, write_report
 from storyboard.check.run import run_check
 from storyboard.check.types import CharacterSpec, CheckInput, PanelSpec
 from storyboard.errors import StoryboardError
+from storyboard.jobs import Renderer
 
 
 @dataclass(frozen=True)
@@ -41,29 +41,26 @@ def check_input(story: Path, out_root: Path = Path("output")) -> tuple[CheckInpu
     Seeds come from manifest.json (what each panel file was rendered with), else from the plan.
     References are resolved against the story file's folder.
     """
-    from storyboard.build import output_dir
-    from storyboard.plan import plan
-    from storyboard.story_load import load_story
+    from storyboard.app.build import output_dir
+    from storyboard.app.store import PanelStore
+    from storyboard.story.load import load_story
+    from storyboard.story.plan import plan
 
     loaded = load_story(story)
     out_dir = output_dir(loaded, out_root)
-    manifest: dict[str, Any] = {}
-    mpath = out_dir / "manifest.json"
-    if mpath.is_file():
-        data = json.loads(mpath.read_text(encoding="utf-8"))
-        manifest = data.get("panels", {}) if isinstance(data, dict) else {}
+    store = PanelStore(out_dir)
+    manifest = store.read_manifest().panels
     planned = {j.panel_id: j.seed for j in plan(loaded)}
     panels = []
     for _, _, p in loaded.story.panels():
         assert p.id is not None
         entry = manifest.get(p.id)
-        seed = entry.get("seed") if isinstance(entry, dict) else None
         panels.append(
             PanelSpec(
                 panel_id=p.id,
-                image=out_dir / "panels" / f"{p.id}.png",
+                image=store.panel_path(p.id),
                 characters=tuple(p.characters),
-                seed=seed if isinstance(seed, int) else planned[p.id],
+                seed=entry.seed if entry is not None else planned[p.id],
             )
         )
     characters = {
@@ -106,11 +103,13 @@ def open_models(
     return emb, det
 
 
-def _fix_callables(paths: StoryPaths, out_root: Path, renderer: Any) -> tuple[Any, Any, list[str]]:
+def _fix_callables(
+    paths: StoryPaths, out_root: Path, renderer: Renderer
+) -> tuple[RenderCandidates, RecordPick, list[str]]:
     """render_candidates / record_pick over the real build and pick, and the list of picked panels."""
-    from storyboard.build import build, render_candidates
-    from storyboard.pick import pick_seed
-    from storyboard.story_load import load_story
+    from storyboard.app.build import build, render_candidates
+    from storyboard.story.load import load_story
+    from storyboard.story.pick import pick_seed
 
     picked: list[str] = []
 
@@ -140,7 +139,7 @@ def check_story(
     device: str = "auto",
     console: Console | None = None,
     models: tuple[Backend, Detector | None] | None = None,
-    renderer: Any = None,
+    renderer: Renderer | None = None,
 ) -> int:
     """`storyboard check`: 0 when fine (or not --strict), 1 when --strict and a panel is off-model.
 
@@ -154,10 +153,11 @@ def check_story(
     fixed: FixResult | None = None
     if fix and report.flagged_panels:
         if renderer is None:
-            from storyboard.engine import DiffusersRenderer
-            from storyboard.story_load import load_story
+            from storyboard.app.operations import make_renderer
+            from storyboard.story.load import load_story
 
-            renderer = DiffusersRenderer.from_story(load_story(story))
+            # Drafts would "fix" nothing: a missing model is an error here, not a fallback.
+            renderer = make_renderer(load_story(story), draft=False, require_models=True, quiet=True)
         candidates, record, picked = _fix_callables(paths, out_root, renderer)
         fixed = fix_panels(
             report,
@@ -170,8 +170,8 @@ def check_story(
             cache_dir=cache,
         )
         if picked:
-            from storyboard.build import build
-            from storyboard.story_load import load_story
+            from storyboard.app.build import build
+            from storyboard.story.load import load_story
 
             build(load_story(story), out_root, renderer, only=[], layout=True)  # re-lay out the pages
         report = fixed.report
