@@ -30,9 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from storyboard.render.engine import DiffusersRenderer, default_device  # noqa: E402
 from storyboard.jobs import PanelJob  # noqa: E402
 from storyboard.prompt.extra_networks import LoraUse  # noqa: E402
+from storyboard.render.engine import DiffusersRenderer, default_device  # noqa: E402
 from storyboard.story.schema import HiresFix, RenderSettings  # noqa: E402
 
 PROMPT = (

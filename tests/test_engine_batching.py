@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from storyboard.jobs import PanelJob
+from storyboard.prompt.extra_networks import LoraUse
 from storyboard.render.batching import BYTES_PER_POSITION_FP16, estimate_batch_size, group_jobs
 from storyboard.render.engine import DiffusersRenderer, PanelConds
-from storyboard.jobs import PanelJob
 from storyboard.render.progress import RenderProgress
-from storyboard.prompt.extra_networks import LoraUse
 from storyboard.story.schema import HiresFix, RenderSettings
 
 
@@ -68,7 +68,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_order(
 
     cond = PanelConds([], [], None, None)
     monkeypatch.setattr("storyboard.render.engine.render_batch", fake_batch)
-    monkeypatch.setattr(r, "_ensure_loaded", lambda models, allow: SimpleNamespace(components=None, patcher=None))
+    loaded = SimpleNamespace(components=None, patcher=None)
+    monkeypatch.setattr(r, "_ensure_loaded", lambda models, allow: loaded)
     monkeypatch.setattr("storyboard.render.engine.apply_lora_set", lambda *a: None)
     monkeypatch.setattr("storyboard.render.engine.prompt_encoder", lambda *a: None)
     monkeypatch.setattr("storyboard.render.engine.encode_job", lambda *a: cond)

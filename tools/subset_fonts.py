@@ -11,6 +11,7 @@ Coverage (what a story may use without naming its own font) is written to OUT_DI
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -22,10 +23,8 @@ def double_byte(codec: str, lead: range, trail: range) -> set[str]:
     out = set()
     for a in lead:
         for b in trail:
-            try:
+            with contextlib.suppress(UnicodeDecodeError):
                 out.add(bytes([a, b]).decode(codec))
-            except UnicodeDecodeError:
-                pass
     return {c for c in out if len(c) == 1}
 
 

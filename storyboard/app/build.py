@@ -16,11 +16,11 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from storyboard.app.store import PanelStore
-from storyboard.writes import atomic_copy, atomic_write_bytes, safe_child
 from storyboard.jobs import Manifest, ManifestLora, ManifestRecord, PanelJob, Renderer, job_hash
 from storyboard.layout.contact_sheet import contact_sheet
 from storyboard.story.load import LoadedStory
 from storyboard.story.plan import plan
+from storyboard.writes import atomic_copy, atomic_write_bytes, safe_child
 
 
 def png_bytes(image: Image.Image, infotext: str) -> bytes:
@@ -122,7 +122,10 @@ def _record(
         seed=job.seed,
         positive=job.positive,
         negative=job.negative,
-        loras=[ManifestLora(name=u.name, te=u.te, unet=u.unet, hash=lora_hashes.get(u.name)) for u in job.lora_set],
+        loras=[
+            ManifestLora(name=u.name, te=u.te, unet=u.unet, hash=lora_hashes.get(u.name))
+            for u in job.lora_set
+        ],
         size=list(job.output_size),
         file=str(store.panel_path(job.panel_id).relative_to(store.root.resolve())),
         renderer=renderer.name,

@@ -101,11 +101,15 @@ def build_story(
     def on_wait(holder: str) -> None:
         notify(f"waiting: {holder} is building this story right now")
 
-    report = build(loaded, out, renderer, only=only, seeds=seeds, wait=wait, on_wait=on_wait, progress=progress)
+    report = build(
+        loaded, out, renderer, only=only, seeds=seeds, wait=wait, on_wait=on_wait, progress=progress
+    )
     return loaded, report
 
 
-def preview_seeds(panels: Sequence[str], seed: int | None, rng: random.Random | None = None) -> dict[str, int]:
+def preview_seeds(
+    panels: Sequence[str], seed: int | None, rng: random.Random | None = None
+) -> dict[str, int]:
     """The seeds a `render --seed/--reroll` uses: the given one for every panel, else a new one each."""
     rng = rng or random.Random()
     return {pid: seed if seed is not None else rng.randrange(MAX_RANDOM_SEED) for pid in panels}

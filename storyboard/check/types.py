@@ -1,8 +1,8 @@
 """Typed inputs and outputs of the check stage.
 
-The input is built by `storyboard/app/check.py` from a story and its output folder; the stage itself never reads
-story files, so it survives the package restructure unchanged. The report is a pydantic model so that
-`report.json` is written and read back by the same definition.
+The input is built by `storyboard/app/check.py` from a story and its output folder; the stage itself
+never reads story files. The report is a pydantic model so that `report.json` is written and read
+back by the same definition.
 """
 
 from __future__ import annotations

@@ -15,31 +15,44 @@ Which config describes a single file, first match wins:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from storyboard.errors import ModelError
-from storyboard.models.pickle_gate import PICKLE_HINT, load_pickle
-from storyboard.models.registry import PICKLE_EXTENSIONS, is_pickle, safetensors_metadata
+from storyboard.models.checkpoint_file import (
+    _SDXL_CLIP_L,
+    _VAE_PREFIXES,
+    CONFIG_METADATA_KEY,
+    ModelKind,
+    configs_for,
+    configs_from_dir,
+    detect_kind,
+    read_state_dict,
+    shipped_config_dir,
+)
+from storyboard.models.modules import (
+    _alphas_cumprod,
+    _build_clip,
+    _build_unet,
+    _empty,
+    _finish,
+    _vae_from_state,
+    quiet_progress,
+)
+from storyboard.models.pickle_gate import PICKLE_HINT
+from storyboard.models.registry import is_pickle
 
-ModelKind = Literal["sd1", "sdxl"]
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
 DTypeLike = torch.dtype | str | None
 
-CONFIG_METADATA_KEY = "storyboard_config"
-
-_SDXL_MARKER = "conditioner.embedders.1."
-_SD1_MARKER = "cond_stage_model.transformer."
-_SDXL_CLIP_L = "conditioner.embedders.0.transformer."
-_SD2_MARKER = "cond_stage_model.model."
-_VAE_PREFIXES = ("first_stage_model.", "vae.")
 
 _DTYPES = {
     "fp16": torch.float16,
@@ -58,12 +71,12 @@ class ModelComponents:
     """Everything a render needs from one base model, already on its device and dtype."""
 
     kind: ModelKind
-    unet: Any  # diffusers UNet2DConditionModel
-    vae: Any  # diffusers AutoencoderKL
-    text_encoder: Any  # transformers CLIPTextModel
-    text_encoder_2: Any | None  # transformers CLIPTextModelWithProjection (SDXL)
-    tokenizer: Any  # transformers CLIPTokenizer
-    tokenizer_2: Any | None
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    text_encoder_2: CLIPTextModelWithProjection | None  # SDXL
+    tokenizer: CLIPTokenizer
+    tokenizer_2: CLIPTokenizer | None
     prediction_type: str  # "epsilon" or "v_prediction"
     alphas_cumprod: Tensor  # float32, (num_train_timesteps,)
     source_path: Path
@@ -72,17 +85,13 @@ class ModelComponents:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        dtype: torch.dtype = next(self.unet.parameters()).dtype
+        return dtype
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-
-def shipped_config_dir(kind: ModelKind) -> Path:
-    """The bundled diffusers config folder for real SD1.5 (``sd1``) or SDXL-base (``sdxl``) models."""
-    name = "sd15" if kind == "sd1" else "sdxl"
-    return Path(str(resources.files("storyboard") / "data" / "configs" / name))
+        device: torch.device = next(self.unet.parameters()).device
+        return device
 
 
 def resolve_dtype(device: str | torch.device, dtype: DTypeLike = None) -> torch.dtype:
@@ -98,213 +107,6 @@ def resolve_dtype(device: str | torch.device, dtype: DTypeLike = None) -> torch.
 
 
 # Reading weights ---------------------------------------------------------------------------------
-
-
-def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str, Tensor]:
-    """All tensors of a weights file on CPU; pickle formats only with ``allow_pickle``."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"The model file {p} does not exist.")
-    suffix = p.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(p), device="cpu")
-        except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
-            raise ModelError(f"Cannot read {p}: it is not a valid safetensors file ({exc}).") from exc
-    if suffix in PICKLE_EXTENSIONS:
-        return _tensors_of(load_pickle(p, allow_pickle=allow_pickle), p)
-    raise ModelError(
-        f"{p} has an unknown model file type '{suffix}'; expected .safetensors"
-        f" (or {', '.join(PICKLE_EXTENSIONS)} with --allow-pickle)."
-    )
-
-
-def _tensors_of(obj: object, path: Path) -> dict[str, Tensor]:
-    # Lightning-era checkpoints wrap the weights in {"state_dict": ...}.
-    while isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise ModelError(f"{path} does not hold a state dict of tensors.")
-    return {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
-
-
-def detect_kind(keys: Mapping[str, Any] | set[str], path: Path) -> ModelKind:
-    """SD1.x or SDXL from a single-file checkpoint's key names."""
-    if any(k.startswith(_SDXL_MARKER) for k in keys):
-        return "sdxl"
-    if any(k.startswith(_SD1_MARKER) for k in keys):
-        return "sd1"
-    if any(k.startswith(_SD2_MARKER) for k in keys):
-        raise ModelError(f"{path} is a Stable Diffusion 2.x checkpoint; only SD1.x and SDXL are supported.")
-    if any(k.startswith("model.diffusion_model.") for k in keys):
-        raise ModelError(
-            f"{path} has a UNet but no text encoder this loader knows (not SD1.x or SDXL).",
-        )
-    raise ModelError(
-        f"{path} is not a Stable Diffusion checkpoint: none of its tensors has the expected names.",
-        hint="is it a LoRA, VAE or embedding? those go in models/Lora, models/VAE or embeddings/",
-    )
-
-
-# Configs -----------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"The model config {path} is missing.") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"The model config {path} cannot be read: {exc}.") from exc
-    if not isinstance(data, dict):
-        raise ModelError(f"The model config {path} is not a JSON object.")
-    return data
-
-
-def configs_from_dir(folder: Path, kind: ModelKind) -> dict[str, dict[str, Any]]:
-    """Component configs of a diffusers-style folder: unet, vae, text_encoder(_2), scheduler."""
-    out = {
-        "unet": _read_json(folder / "unet" / "config.json"),
-        "vae": _read_json(folder / "vae" / "config.json"),
-        "text_encoder": _read_json(folder / "text_encoder" / "config.json"),
-        "scheduler": _read_json(folder / "scheduler" / "scheduler_config.json"),
-    }
-    if kind == "sdxl":
-        out["text_encoder_2"] = _read_json(folder / "text_encoder_2" / "config.json")
-    return out
-
-
-def _configs_for(path: Path, kind: ModelKind, config_dir: Path | None) -> dict[str, dict[str, Any]]:
-    if config_dir is not None:
-        return configs_from_dir(Path(config_dir), kind)
-    if path.suffix.lower() == ".safetensors":
-        raw = safetensors_metadata(path).get(CONFIG_METADATA_KEY)
-        if raw:
-            try:
-                data = json.loads(raw)
-            except ValueError as exc:
-                raise ModelError(
-                    f"{path} has a broken '{CONFIG_METADATA_KEY}' metadata entry: {exc}."
-                ) from exc
-            if not isinstance(data, dict) or not {"unet", "vae", "text_encoder", "scheduler"} <= set(data):
-                raise ModelError(f"{path} has an incomplete '{CONFIG_METADATA_KEY}' metadata entry.")
-            return {str(k): dict(v) for k, v in data.items()}
-    return configs_from_dir(shipped_config_dir(kind), kind)
-
-
-@contextmanager
-def quiet_progress() -> Iterator[None]:
-    """Silence transformers' per-load progress bars; storyboard reports loading itself."""
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
-
-
-# Building modules --------------------------------------------------------------------------------
-
-
-def _empty(factory: Any) -> Any:
-    """Build a module with parameters on the meta device (no random init), buffers real."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        return factory()
-
-
-def _load_into(module: Any, state: dict[str, Tensor], what: str, path: Path) -> Any:
-    expected = set(module.state_dict())
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise ModelError(
-            f"The {what} weights in {path} do not fit the model config: {'; '.join(detail)}.",
-            hint="the file may be truncated or of another architecture; a custom-size model needs config_dir",
-        )
-    try:
-        module.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:  # shape mismatches
-        first = str(exc).splitlines()[:4]
-        raise ModelError(
-            f"The {what} weights in {path} do not fit the model config: {' '.join(first)}"
-        ) from exc
-    return module
-
-
-def _build_unet(config: dict[str, Any], state: dict[str, Tensor], path: Path) -> Any:
-    from diffusers import UNet2DConditionModel
-
-    unet = _empty(lambda: UNet2DConditionModel.from_config(config))
-    return _load_into(unet, state, "UNet", path)
-
-
-def _build_vae(config: dict[str, Any], state: dict[str, Tensor], path: Path) -> Any:
-    from diffusers import AutoencoderKL
-
-    vae = _empty(lambda: AutoencoderKL.from_config(config))
-    return _load_into(vae, state, "VAE", path)
-
-
-def _build_clip(config: dict[str, Any], state: dict[str, Tensor], path: Path, *, projection: bool) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    cfg = CLIPTextConfig.from_dict(config)
-    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
-    model = _empty(lambda: cls(cfg))
-    own = set(model.state_dict())
-    fixed: dict[str, Tensor] = {}
-    for k, v in state.items():
-        if k.endswith("position_ids"):
-            continue  # a non-persistent buffer in current transformers; old checkpoints still carry it
-        # transformers >= 5.6 dropped the ``text_model.`` level of CLIPTextModel.
-        if k not in own and k.startswith("text_model.") and k.removeprefix("text_model.") in own:
-            k = k.removeprefix("text_model.")
-        fixed[k] = v
-    return _load_into(model, fixed, "text encoder", path)
-
-
-def _finish(module: Any, device: str | torch.device, dtype: torch.dtype) -> Any:
-    # nn.Module.to directly: diffusers' override warns on every cast about fp32-pinned modules that
-    # SD's UNet and VAE do not have.
-    torch.nn.Module.to(module, device=device, dtype=dtype)
-    module.eval()
-    module.requires_grad_(False)
-    return module
-
-
-def _alphas_cumprod(scheduler_config: dict[str, Any]) -> Tensor:
-    from diffusers import DDPMScheduler
-
-    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
-    sched = DDPMScheduler.from_config({k: scheduler_config[k] for k in keys if k in scheduler_config})
-    return sched.alphas_cumprod.to(torch.float32).clone()
-
-
-def _vae_from_state(raw: dict[str, Tensor], config: dict[str, Any], path: Path) -> Any:
-    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
-    if any(".down_blocks." in k or k.startswith("decoder.up_blocks.") for k in raw):
-        state = dict(raw)  # already diffusers layout
-    else:
-        state = convert_ldm_vae_checkpoint(raw, config)
-        if not state:
-            raise ModelError(f"{path} holds no VAE weights this loader recognises.")
-    return _build_vae(config, state, path)
-
-
-# Public entry points -----------------------------------------------------------------------------
 
 
 def load_vae(
@@ -389,7 +191,7 @@ def _load_single_file(
 
     raw = read_state_dict(path, allow_pickle=allow_pickle)
     kind = detect_kind(raw, path)
-    cfgs = _configs_for(path, kind, config_dir)
+    cfgs = configs_for(path, kind, config_dir)
 
     # diffusers logs a warning when a checkpoint also has EMA weights; like WebUI we take the
     # non-EMA model.diffusion_model.* weights, so the warning is noise.
@@ -463,7 +265,8 @@ def _load_single_file(
 def _load_diffusers_folder(
     folder: Path, *, device: str | torch.device, dtype: torch.dtype, allow_pickle: bool
 ) -> ModelComponents:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from storyboard.prompt.tokenizer import load_clip_tokenizer

@@ -9,12 +9,15 @@ half-precision VAE that produces NaNs is retried in float32, as WebUI's "revert 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 # A full SD VAE decode in half precision peaks near 10 GB at 1024x1024; scale that by pixel count.
 DECODE_BYTES_PER_PIXEL = 10 * 2**30 / (1024 * 1024)
@@ -27,7 +30,8 @@ def _scaling(vae: Any) -> tuple[float, float]:
 
 
 def _vae_dtype(vae: Any) -> torch.dtype:
-    return next(vae.parameters()).dtype
+    dtype: torch.dtype = next(vae.parameters()).dtype
+    return dtype
 
 
 def _set_tiling(vae: Any, pixels: int) -> None:
@@ -46,11 +50,11 @@ def _set_tiling(vae: Any, pixels: int) -> None:
 
 
 @torch.no_grad()
-def _decode_one(vae: Any, latent: Tensor) -> Tensor:
+def _decode_one(vae: AutoencoderKL, latent: Tensor) -> Tensor:
     scale, shift = _scaling(vae)
     z = latent.unsqueeze(0) / scale + shift
     dtype = _vae_dtype(vae)
-    out = vae.decode(z.to(dtype)).sample.float()
+    out: Tensor = vae.decode(z.to(dtype)).sample.float()
     if dtype != torch.float32 and not torch.isfinite(out).all():
         # fp16 SD VAEs overflow on some images; WebUI then reruns the decode in float32.
         torch.nn.Module.to(vae, dtype=torch.float32)

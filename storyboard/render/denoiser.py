@@ -83,7 +83,8 @@ class CompVisDenoiser(torch.nn.Module):
             kwargs["added_cond_kwargs"] = {k: v.to(dtype) for k, v in added_cond_kwargs.items()}
         out = self.unet(x.to(dtype), t, **kwargs)
         out = out.sample if hasattr(out, "sample") else (out[0] if isinstance(out, tuple) else out)
-        return out.to(x.dtype)
+        result: Tensor = out.to(x.dtype)
+        return result
 
     def forward(
         self,
@@ -224,7 +225,9 @@ class CFGDenoiser:
             self.entries = [e for e in cond if isinstance(e, CondEntry)]
         else:
             self.entries = [CondEntry.of(cond)]  # type: ignore[arg-type]
-        self.uncond_schedule = CondEntry.of(uncond_schedule if uncond_schedule is not None else uncond).schedule
+        self.uncond_schedule = CondEntry.of(
+            uncond_schedule if uncond_schedule is not None else uncond
+        ).schedule
         if pad_cond_uncond and empty_chunk is None:
             raise ValueError("pad_cond_uncond needs empty_chunk (the encoded empty prompt, (1, 77, C))")
         if switch_loras is None and any(e.lora_set is not None for e in self.entries):

@@ -51,6 +51,10 @@ def device_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+def _channels_last(module: torch.nn.Module) -> None:
+    module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs omit the kwarg
+
+
 class DiffusersRenderer:
     """Renders PanelJobs with a Stable Diffusion checkpoint (see the module docstring)."""
 
@@ -123,8 +127,8 @@ class DiffusersRenderer:
         )
         if self.device.type == "cuda":
             # cuDNN's convolutions run faster on NHWC; same numbers, so hashes need not change.
-            comps.unet.to(memory_format=torch.channels_last)
-            comps.vae.to(memory_format=torch.channels_last)
+            _channels_last(comps.unet)
+            _channels_last(comps.vae)
         modules = {"unet": comps.unet, "text_encoder": comps.text_encoder}
         if comps.text_encoder_2 is not None:
             modules["text_encoder_2"] = comps.text_encoder_2

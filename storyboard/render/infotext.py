@@ -210,7 +210,9 @@ def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embed
         if own_hr_sampler and hr_spec is not None and hr_spec.sampler != spec.sampler
         else None,
         hires_prompt=hr.prompt if hr is not None and hr.prompt and hr.prompt != job.positive else None,
-        hires_negative=hr.negative if hr is not None and hr.negative and hr.negative != job.negative else None,
+        hires_negative=hr.negative
+        if hr is not None and hr.negative and hr.negative != job.negative
+        else None,
         hires_schedule_type=SCHEDULE_LABELS[hr_spec.schedule]
         if own_hr_sampler and hr_spec is not None and hr_spec.schedule != spec.schedule
         else None,

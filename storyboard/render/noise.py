@@ -108,7 +108,7 @@ def brownian_noise_sampler(
     """WebUI's DPM++ SDE noise: k-diffusion's BrownianTreeNoiseSampler with one tree per image,
     seeded with the image seed, over [min positive sigma, max sigma]."""
     try:
-        import torchsde  # type: ignore[import-untyped]
+        import torchsde
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise StoryboardError(
             "The DPM++ SDE samplers need the 'torchsde' package to reproduce WebUI's Brownian noise.",

@@ -74,7 +74,9 @@ def run_pass(
     # SDXL's size conditioning: original = target = this pass's pixel size, crop (0, 0) (WebUI).
     h, w = int(x.shape[-2]) * 8, int(x.shape[-1]) * 8
     time_ids = torch.tensor([h, w, 0, 0, h, w], dtype=torch.float32, device=x.device)
-    cfg = CFGDenoiser(model.denoiser, merge_conds(conds[0], time_ids), merge_conds(conds[1], time_ids), cfg_scale)
+    cfg = CFGDenoiser(
+        model.denoiser, merge_conds(conds[0], time_ids), merge_conds(conds[1], time_ids), cfg_scale
+    )
     progress.start_pass(label, len(sigmas) - 1)
     out = sample(spec.sampler, cfg, x, sigmas, noise, callback=lambda _info: progress.step())
     return spec.final_latent(out, sigmas)

@@ -25,7 +25,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from storyboard.errors import ModelError
-from storyboard.models.load import PICKLE_HINT, read_state_dict
+from storyboard.models.checkpoint_file import read_state_dict
+from storyboard.models.pickle_gate import PICKLE_HINT
 
 __all__ = ["RRDBNet", "UpscalerModel", "convert_old_esrgan", "load_upscaler", "upscale_image"]
 
@@ -43,7 +44,8 @@ class _ResidualDenseBlock(nn.Module):
         feats = [x]
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
             feats.append(F.leaky_relu(conv(torch.cat(feats, 1)), 0.2))
-        return self.conv5(torch.cat(feats, 1)) * 0.2 + x
+        out: Tensor = self.conv5(torch.cat(feats, 1)) * 0.2 + x
+        return out
 
 
 class _RRDB(nn.Module):
@@ -54,7 +56,8 @@ class _RRDB(nn.Module):
         self.rdb3 = _ResidualDenseBlock(num_feat, num_grow_ch)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+        out: Tensor = self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+        return out
 
 
 class RRDBNet(nn.Module):
@@ -215,7 +218,8 @@ def run_tiled(net: RRDBNet, x: Tensor, tile: int = 192, overlap: int = 16) -> Te
     tile = max(step, tile - tile % step)
     overlap = overlap + (-overlap) % step
     if h <= tile and w <= tile:
-        return net(x)
+        whole: Tensor = net(x)
+        return whole
     out = x.new_zeros((x.shape[0], int(net.conv_last.out_channels), h * s, w * s))
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):

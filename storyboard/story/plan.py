@@ -84,8 +84,10 @@ def lora_uses(story: Story, panel: Panel, positive: str) -> tuple[str, tuple[Lor
             unclaimed.remove(match)
             uses.append(match)
     if unclaimed:
-        positive = ", ".join([positive, *(u.tag() for u in unclaimed)]) if positive else ", ".join(
-            u.tag() for u in unclaimed
+        positive = (
+            ", ".join([positive, *(u.tag() for u in unclaimed)])
+            if positive
+            else ", ".join(u.tag() for u in unclaimed)
         )
         uses.extend(unclaimed)
     return positive, tuple(uses)

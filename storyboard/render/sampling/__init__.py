@@ -21,7 +21,6 @@ WebUI's DDIM (noised at one timestep, first evaluated at the next lower one) is 
 hires pass uses the k-diffusion arithmetic for every sampler.
 """
 
-
 from storyboard.render.sampling.samplers import (
     Denoiser,
     NoiseSampler,

@@ -323,7 +323,7 @@ def _make_dpmpp_2m_sde(solver_type: str) -> SamplerFn:
                 h = s - t
                 eta_h = h  # eta = 1
                 x = sigmas[i + 1] / sigmas[i] * (-eta_h).exp() * x + (-h - eta_h).expm1().neg() * denoised
-                if old_denoised is not None:
+                if old_denoised is not None and h_last is not None:
                     r = h_last / h
                     if solver_type == "heun":
                         coeff = (-h - eta_h).expm1().neg() / (-h - eta_h) + 1
@@ -361,7 +361,7 @@ def _dpmpp_3m_sde(
             h = s - t
             h_eta = h * 2  # eta = 1
             x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
-            if h_2 is not None and denoised_1 is not None and denoised_2 is not None:
+            if h_1 is not None and h_2 is not None and denoised_1 is not None and denoised_2 is not None:
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0 = (denoised - denoised_1) / r0
                 d1_1 = (denoised_1 - denoised_2) / r1
@@ -370,7 +370,7 @@ def _dpmpp_3m_sde(
                 phi_2 = h_eta.neg().expm1() / h_eta + 1
                 phi_3 = phi_2 / h_eta - 0.5
                 x = x + phi_2 * d1 - phi_3 * d2
-            elif h_1 is not None:
+            elif h_1 is not None and denoised_1 is not None:
                 phi_2 = h_eta.neg().expm1() / h_eta + 1
                 x = x + phi_2 * ((denoised - denoised_1) / (h_1 / h))
             x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h).expm1().neg().sqrt()

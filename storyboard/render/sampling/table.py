@@ -6,7 +6,7 @@ latents), so callers never test for a sampler by name.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
