@@ -105,7 +105,7 @@ def build(
             if missing:
                 report.notes.append(f"layout skipped: panels not rendered yet: {', '.join(missing)}")
             else:
-                from storyboard.layout.story_pages import layout_story
+                from storyboard.app.pages import layout_story
 
                 report.layout_files = layout_story(loaded, out_dir)
     return report

@@ -157,7 +157,7 @@ def pick(story: Path, panel: str, seed: int) -> None:
 
 def layout(story: Path, out: Path) -> list[Path]:
     """Lay the pages out again from the rendered (or draft) panels; every panel must exist."""
-    from storyboard.layout.story_pages import layout_story
+    from storyboard.app.pages import layout_story
 
     loaded = load_story(story)
     out_dir = output_dir(loaded, out)

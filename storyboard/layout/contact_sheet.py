@@ -5,9 +5,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from functools import lru_cache
 
-from storyboard.render.draft import _font
+from PIL import Image, ImageDraw, ImageFont
+
+from storyboard.layout.fonts import FONT_DIR, SHIPPED
+
+
+@lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    # The shipped lettering face: a sheet looks the same on every machine, fonts installed or not.
+    return ImageFont.truetype(str(FONT_DIR / SHIPPED["comic-bold"]), size)
 
 
 def contact_sheet(items: list[tuple[str, Path]], *, title: str = "", thumb_width: int = 320) -> Image.Image:
