@@ -111,8 +111,11 @@ def regional_job(
         positive, uses = composed([cid], ", ".join(p for p in (panel.scene, words) if p.strip()))
         regions.append(RegionJob(cid, box, positive, uses))
     shared_positive, shared_uses = composed([], panel.scene)
-    # Every use of any region, once: what the panel loads, hashes and names in its infotext.
-    union = tuple(dict.fromkeys([*shared_uses, *(u for r in regions for u in r.loras)]))
+    # Every use of any region, once: what the panel loads, hashes and names in its infotext, in
+    # the order the panel without regions lists them (characters, then style), new ones after.
+    seen = list(dict.fromkeys([*shared_uses, *(u for r in regions for u in r.loras)]))
+    known = {u: n for n, u in enumerate(job.loras)}
+    union = tuple(sorted(seen, key=lambda u: known.get(u, len(known))))
     return replace(
         job,
         positive=regional_prompt(regions, shared_positive, settings.regional.base_ratio),

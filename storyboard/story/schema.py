@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from storyboard.layout.types import LayoutSettings
 from storyboard.prompt.extra_networks import LoraUse
@@ -190,6 +199,24 @@ class Region(Strict):
         return None if v is None else check_box(v)
 
 
+def _split_or_regions(v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # A split string is checked by Panel._regions; only a list goes through the list schema, so
+    # an error in one region keeps its own path (regions[1].box) and thus its line in the file.
+    return v if isinstance(v, str) else handler(v)
+
+
+def _regions_schema(schema: dict[str, Any]) -> None:
+    schema.setdefault("anyOf", []).insert(
+        0, {"type": "string", "description": "'none', or a split such as 'columns 1,1' or 'rows 2,1'"}
+    )
+
+
+if TYPE_CHECKING:
+    RegionsField = str | list[Region] | None
+else:
+    RegionsField = Annotated[list[Region] | None, WrapValidator(_split_or_regions)]
+
+
 class Panel(Strict):
     id: str | None = Field(None, description="Stable panel id; default 'p<page>.<n>'.")
     scene: str = Field(description="What happens in the panel, in prompt words.")
@@ -200,8 +227,9 @@ class Panel(Strict):
     negative: str = Field("", description="Added to this panel's negative prompt.")
     focus: tuple[float, float] = Field((0.5, 0.4), description="Crop focus point [x, y] in the image.")
     render: dict[str, Any] = Field(default_factory=dict, description="Overrides of any render setting.")
-    regions: str | list[Region] | None = Field(
+    regions: RegionsField = Field(
         None,
+        json_schema_extra=_regions_schema,
         description="Where each character is: 'none', a split ('columns 1,1', 'rows 2,1'), or a list of "
         "regions; default for two or more characters: equal columns in the order listed.",
     )
