@@ -38,8 +38,8 @@ def test_demo_prompts_exact():
         "standing, two people, blush, waving, <lora:Iku_Nakatani-000016_v1.0:1>, <lora:blindbox_v1_mix:0.6>"
     )
     assert haru.positive == (
-        f"{QUALITY}, 1boy, haru, messy brown hair, green jacket, flower garden, outdoors, standing, two people, "
-        "blush, holding guitar, <lora:Haru_guitar_boy_v2:0.8>, <lora:blindbox_v1_mix:0.6>"
+        f"{QUALITY}, 1boy, haru, messy brown hair, green jacket, flower garden, outdoors, standing, "
+        "two people, blush, holding guitar, <lora:Haru_guitar_boy_v2:0.8>, <lora:blindbox_v1_mix:0.6>"
     )
     assert jobs["meet"].positive == f"{iku.positive} ADDCOL {haru.positive}"
     assert jobs["garden"].negative == DEMO_NEGATIVE

@@ -156,7 +156,8 @@ def test_job_hash_changes_with_regions(tmp_path: Path) -> None:
         ),
         ("        regions:\n          - {character: iku}", "no region for haru"),
         (
-            "        regions:\n          - {character: iku, box: [0, 0, 0.5, 1]}\n          - {character: haru}",
+            "        regions:\n          - {character: iku, box: [0, 0, 0.5, 1]}\n"
+            "          - {character: haru}",
             "give every region a box, or none",
         ),
     ],

@@ -232,7 +232,8 @@ class CFGDenoiser:
             self.entries = [e for e in cond if isinstance(e, CondEntry)]
         else:
             self.entries = [CondEntry.of(cond)]  # type: ignore[arg-type]
-        self.uncond_schedule = CondEntry.of(uncond_schedule if uncond_schedule is not None else uncond).schedule
+        uncond_like = uncond_schedule if uncond_schedule is not None else uncond
+        self.uncond_schedule = CondEntry.of(uncond_like).schedule
         if pad_cond_uncond and empty_chunk is None:
             raise ValueError("pad_cond_uncond needs empty_chunk (the encoded empty prompt, (1, 77, C))")
         if switch_loras is None and any(e.lora_set is not None for e in self.entries):
