@@ -12,8 +12,11 @@ Prints one JSON object per line:
 - ``switch``: ms per LoRA-set switch between the panel's cached sets (what regional sampling pays
   R+1 times per model call), against ms per UNet evaluation at the panel's latent size.
 - ``unmerged``: the alternative of keeping base weights and adding each region's low-rank LoRA
-  branch inside the layers, one batched UNet call for all R+1 conditionings (per-sample factors):
-  ms per step both ways and the largest difference from the merged result (same math, so ~1e-6).
+  branch inside the Linear layers, one batched UNet call for all R+1 conditionings (per-sample
+  factors): ms per step both ways, and the largest difference from the merged result. Only plain
+  Linear LoRA modules are hooked (``modules_not_linear_lowrank`` counts the rest, e.g. conv
+  layers), so unless that count is 0 the unmerged figure does less work than the merged one and
+  its result differs: it is a lower bound on that approach's cost, not a like-for-like result.
 
 On a CPU these are CPU figures; GPU figures need a GPU run of the same script.
 """
@@ -148,6 +151,90 @@ def switch_cost(renderer: DiffusersRenderer, job: PanelJob, repeats: int) -> dic
     return {"switch_ms": switch_ms, "unet_eval_ms": unet_ms, "sets": len(keys)}
 
 
+def unmerged_cost(renderer: DiffusersRenderer, job: PanelJob, repeats: int) -> dict[str, float]:
+    """One step of R+1 predictions two ways: merged sets switched before each UNet call (what the
+    renderer does), or base weights with every set's low-rank branch added inside the Linear
+    layers per batch sample, all R+1 conditionings in one batched UNet call."""
+    from storyboard.models.lora import read_lora
+    from storyboard.models.lora_math import lowrank_factors, module_scale
+    from storyboard.render.conditioning import encode_regional, prompt_encoder
+
+    model, rj = renderer.model, renderer.resolve(job)
+    dev, patcher, den = renderer.device, model.patcher, model.denoiser
+    enc = prompt_encoder(model.components, rj.models.embeddings, rj.settings.clip_skip)
+    rc = encode_regional(rj, renderer.resolver, patcher, enc, dev, needs_shared=False)
+    keys: list[Any] = [None, *(k for k, _, _ in rc.regions)]
+    uses = [job.shared_lora_set, *(r.lora_set for r in job.regions)]
+    conds = [rc.panel.uncond[0][1].hidden, *(c[0][1].hidden for _, c, _ in rc.regions)]
+    s = rj.settings
+    x = torch.randn(1, 4, s.height // 8, s.width // 8, generator=torch.Generator().manual_seed(0)).to(dev)
+    sigma = torch.tensor([5.0], device=dev)
+
+    def merged() -> torch.Tensor:
+        outs = []
+        for key, cond in zip(keys, conds, strict=True):
+            rc.switch(key)
+            outs.append(den(x, sigma, cond[None]))
+        return torch.cat(outs)
+
+    # Per Linear layer, per batch sample: the (scaled up, down) factors of that sample's set.
+    branches: dict[torch.nn.Module, list[list[tuple[torch.Tensor, torch.Tensor]]]] = {}
+    skipped = 0
+    for sample, set_uses in enumerate(uses):
+        for u in set_uses:
+            net = read_lora(renderer.resolver.lora_file(s, u, rj.models).path)
+            tensors = net.tensors_on(dev, torch.float32)
+            for name, module in net.modules.items():
+                target = patcher.key_map.get(name)
+                if target is None or target.component != "unet" or u.unet == 0:
+                    continue
+                f = lowrank_factors(module, tensors[name])
+                if f is None or not isinstance(target.module, torch.nn.Linear):
+                    skipped += 1
+                    continue
+                up, down = f
+                per = branches.setdefault(target.module, [[] for _ in uses])
+                per[sample].append((up * (module_scale(module) * u.unet), down))
+
+    def hook(mod: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        h = inp[0]
+        extra = torch.zeros_like(out)
+        for b, factors in enumerate(branches[mod]):
+            for up, down in factors:
+                extra[b] += (h[b] @ down.T) @ up.T
+        return out + extra
+
+    def batched() -> torch.Tensor:
+        return den(x.expand(len(conds), -1, -1, -1), sigma.expand(len(conds)), torch.stack(conds))
+
+    with torch.no_grad():
+        want = merged()
+        rc.switch(None)
+        patcher.restore()
+        handles = [m.register_forward_hook(hook) for m in branches]
+        try:
+            got = batched()
+            t = time.perf_counter()
+            for _ in range(repeats):
+                batched()
+            unmerged_ms = (time.perf_counter() - t) * 1000 / repeats
+        finally:
+            for handle in handles:
+                handle.remove()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            merged()
+        merged_ms = (time.perf_counter() - t) * 1000 / repeats
+    return {
+        "merged_switch_step_ms": merged_ms,
+        "unmerged_batched_step_ms": unmerged_ms,
+        "max_abs_diff": float((got - want).abs().max()),
+        "same_result": bool(skipped == 0 and float((got - want).abs().max()) < 1e-3),
+        "layers_hooked": len(branches),
+        "modules_not_linear_lowrank": skipped,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="use the tiny random model (required for now)")
@@ -188,6 +275,7 @@ def main() -> None:
         emit(kind="render_time", device=args.device, **times,
              regional_over_one=times["two_regional_s"] / times["one_character_s"])  # fmt: skip
         emit(kind="switch", device=args.device, **switch_cost(renderer, jobs["two"], 20 * args.repeats))
+        emit(kind="unmerged", device=args.device, **unmerged_cost(renderer, jobs["two"], 10 * args.repeats))
 
 
 if __name__ == "__main__":
