@@ -231,3 +231,15 @@ def test_demo_meet_panel_puts_each_character_where_its_balloon_points() -> None:
         assert line.speaker is not None and line.speaker_at is not None
         x0, y0, x1, y1 = boxes[line.speaker]
         assert x0 <= line.speaker_at[0] <= x1 and y0 <= line.speaker_at[1] <= y1
+
+
+def test_doctests_of_the_regions_modules() -> None:
+    # The suite does not collect doctests; these modules' examples are part of their contract.
+    import doctest
+
+    import storyboard.render.regions as regions_module
+    import storyboard.story.plan as plan_module
+
+    for module in (regions_module, plan_module):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
