@@ -20,12 +20,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storyboard.errors import StoryboardError
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
+from storyboard.story.regions import Box, format_box, parse_regions, split_ratios
 from storyboard.story.schema import RenderSettings
 
 if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "Box",
+    "format_box",
+    "parse_regions",
+    "split_ratios",
     "MANIFEST_VERSION",
     "LoraUse",
     "Manifest",
@@ -34,9 +39,42 @@ __all__ = [
     "PanelJob",
     "RenderIdentity",
     "RenderSettings",
+    "RegionJob",
     "RenderedPanel",
     "Renderer",
 ]
+
+
+@dataclass(frozen=True)
+class RegionJob:
+    """One character's part of a regional panel: where it is, its prompt and its LoRA set.
+
+    ``positive`` is the whole prompt this region is encoded with (the panel composed as if only this
+    character were in it, plus the region's own words), LoRA tags kept as WebUI shows them;
+    ``loras`` are every use that prompt makes (the character's, the style's, hand-written tags), so
+    this region's text encoder and UNet run with exactly ``lora_set``.
+    """
+
+    character: str
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 as panel fractions, y down
+    positive: str
+    loras: tuple[LoraUse, ...]
+
+    @property
+    def prompt_text(self) -> str:
+        return extract_extra_networks(self.positive)[0]
+
+    @property
+    def lora_set(self) -> tuple[LoraUse, ...]:
+        return tuple(merge_lora_uses(list(self.loras)))
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "character": self.character,
+            "box": list(self.box),
+            "positive": self.positive,
+            "loras": [[u.name, u.te, u.unet] for u in self.lora_set],
+        }
 
 
 @dataclass(frozen=True)
@@ -58,6 +96,11 @@ class PanelJob:
     settings: RenderSettings
     characters: tuple[str, ...] = field(default_factory=tuple)
     scene: str = ""
+    # Regional rendering (empty for an ordinary panel): one entry per character, and the shared
+    # prompt (the panel composed with no character) with the LoRA uses every region shares.
+    regions: tuple[RegionJob, ...] = ()
+    shared_positive: str = ""
+    shared_loras: tuple[LoraUse, ...] = ()
 
     @property
     def prompt_text(self) -> str:
@@ -73,6 +116,11 @@ class PanelJob:
         return tuple(u for u in self.loras if u.owner == owner)
 
     @property
+    def shared_lora_set(self) -> tuple[LoraUse, ...]:
+        """The set the unconditional prediction and the shared prompt run under in a regional panel."""
+        return tuple(merge_lora_uses(list(self.shared_loras)))
+
+    @property
     def size(self) -> tuple[int, int]:
         return self.settings.width, self.settings.height
 
@@ -85,7 +133,7 @@ class PanelJob:
 
         Owners are left out on purpose: who asked for a LoRA does not change the merged weights."""
         s = self.settings
-        return {
+        spec: dict[str, Any] = {
             "positive": self.positive,
             "negative": self.negative,
             "loras": [[u.name, u.te, u.unet] for u in self.lora_set],
@@ -101,6 +149,15 @@ class PanelJob:
             "hires": s.hires.model_dump() if s.hires else None,
             "noise_source": s.noise_source,
         }
+        if self.regions:
+            # Only regional panels carry these keys, so every other panel keeps its hash (and cache).
+            spec["regions"] = [r.spec() for r in self.regions]
+            spec["shared"] = {
+                "positive": self.shared_positive,
+                "loras": [[u.name, u.te, u.unet] for u in self.shared_lora_set],
+            }
+            spec["regional"] = s.regional.model_dump()
+        return spec
 
     def spec_digest(self) -> str:
         return hashlib.sha256(json.dumps(self.pixel_spec(), sort_keys=True).encode()).hexdigest()

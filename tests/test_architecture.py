@@ -88,7 +88,8 @@ def test_imports_point_down_the_pipeline() -> None:
             continue
         for mod in sorted(imports_of(path)):
             for banned in _hits(mod, FORBIDDEN[owner]):
-                problems.append(f"{path.relative_to(PKG.parent)} imports {mod} ({owner} must not use {banned})")
+                where = path.relative_to(PKG.parent)
+                problems.append(f"{where} imports {mod} ({owner} must not use {banned})")
     assert not problems, "\n".join(problems)
 
 

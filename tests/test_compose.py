@@ -30,11 +30,18 @@ def test_demo_prompts_exact():
         "morning, cherry blossoms, walking, <lora:Iku_Nakatani-000016_v1.0:1>, <lora:blindbox_v1_mix:0.6>"
     )
     assert jobs["gate"].negative == DEMO_NEGATIVE + ", (long hair:1.2)"
-    assert jobs["meet"].positive == (
-        f"{QUALITY}, 1girl, iku nakatani, short black hair, school uniform, 1boy, haru, messy brown hair, "
-        "green jacket, flower garden, outdoors, standing, waving, two people, blush, "
-        "<lora:Iku_Nakatani-000016_v1.0:1>, <lora:Haru_guitar_boy_v2:0.8>, <lora:blindbox_v1_mix:0.6>"
+    # meet has regions: each region's prompt is the panel composed with only its character, and the
+    # panel's prompt is Regional Prompter's (left to right, ADDCOL), each region with its own tags.
+    iku, haru = jobs["meet"].regions
+    assert iku.positive == (
+        f"{QUALITY}, 1girl, iku nakatani, short black hair, school uniform, flower garden, outdoors, "
+        "standing, two people, blush, waving, <lora:Iku_Nakatani-000016_v1.0:1>, <lora:blindbox_v1_mix:0.6>"
     )
+    assert haru.positive == (
+        f"{QUALITY}, 1boy, haru, messy brown hair, green jacket, flower garden, outdoors, standing, "
+        "two people, blush, holding guitar, <lora:Haru_guitar_boy_v2:0.8>, <lora:blindbox_v1_mix:0.6>"
+    )
+    assert jobs["meet"].positive == f"{iku.positive} ADDCOL {haru.positive}"
     assert jobs["garden"].negative == DEMO_NEGATIVE
     assert [(u.name, u.te, u.unet) for u in jobs["meet"].loras] == [
         ("Iku_Nakatani-000016_v1.0", 1.0, 1.0),
@@ -42,8 +49,8 @@ def test_demo_prompts_exact():
         ("blindbox_v1_mix", 0.6, 0.6),
     ]
     # tags are removed before encoding and, as in WebUI, their separating commas stay
-    assert jobs["meet"].prompt_text.endswith("two people, blush, , , ")
-    assert "<lora" not in jobs["meet"].prompt_text
+    assert iku.prompt_text.endswith("blush, waving, , ")
+    assert "<lora" not in iku.prompt_text
     assert jobs["play"].seed == 3447412781  # explicit seed kept
     assert jobs["gate"].seed == derive_seed("The Garden Concert", "gate")
     assert jobs["gate"].size == (448, 640) and jobs["gate"].output_size == (896, 1280)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 from functools import lru_cache
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 

@@ -170,11 +170,18 @@ class CondEntry:
     own LoRA set; None means the set already applied. ``mask`` (broadcastable to the latent, values
     in [0, 1]) says where this entry's prediction counts; None means everywhere. Regional rendering
     is several entries with masks and LoRA sets; an ordinary panel is one entry with neither.
+    ``lora_stop`` (a model-call count) drops the entry's LoRA set from that call on, so it runs under
+    the base set (Regional Prompter's "LoRA stop step"); None keeps it to the end.
     """
 
     schedule: list[tuple[int, Conditioning]]
     mask: Tensor | None = None
     lora_set: Hashable | None = None
+    lora_stop: int | None = None
+
+    def set_at(self, step: int) -> Hashable | None:
+        """The LoRA set this entry runs under at model call `step`."""
+        return None if self.lora_stop is not None and step >= self.lora_stop else self.lora_set
 
     @classmethod
     def of(cls, c: CondLike | Schedule) -> CondEntry:
@@ -225,9 +232,8 @@ class CFGDenoiser:
             self.entries = [e for e in cond if isinstance(e, CondEntry)]
         else:
             self.entries = [CondEntry.of(cond)]  # type: ignore[arg-type]
-        self.uncond_schedule = CondEntry.of(
-            uncond_schedule if uncond_schedule is not None else uncond
-        ).schedule
+        uncond_like = uncond_schedule if uncond_schedule is not None else uncond
+        self.uncond_schedule = CondEntry.of(uncond_like).schedule
         if pad_cond_uncond and empty_chunk is None:
             raise ValueError("pad_cond_uncond needs empty_chunk (the encoded empty prompt, (1, 77, C))")
         if switch_loras is None and any(e.lora_set is not None for e in self.entries):
@@ -280,18 +286,24 @@ class CFGDenoiser:
     def _regional(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """Several entries: the uncond once under the base set, then each entry under its own LoRA
         set (entries sharing a set evaluated back to back, so each set is switched to once), blended
-        by their masks: D_c = sum(m_i * D_i) / sum(m_i), falling back to D_u where no mask covers."""
+        by their masks: D_c = sum(m_i * D_i) / sum(m_i), falling back to D_u where no mask covers.
+
+        Blending the denoised D is blending the noise predictions: every D_i = x - sigma * eps_i
+        shares x, and the weights sum to 1 wherever any mask covers."""
         switch = self.switch_loras
         if switch is not None:
             switch(None)
         out_uncond = self._run(x, sigma, _at(self.uncond_schedule, self.step))
         weighted = torch.zeros_like(out_uncond)
         total = torch.zeros_like(out_uncond[:, :1])
-        order = sorted(range(len(self.entries)), key=lambda i: self.entries[i].lora_set is not None)
+        keys = [e.set_at(self.step) for e in self.entries]
+        # Base-set entries first (no switch), then each other set in order of first appearance.
+        first = {k: n for n, k in reversed(list(enumerate(keys)))}
+        order = sorted(range(len(keys)), key=lambda i: (keys[i] is not None, first[keys[i]]))
         for i in order:
             entry = self.entries[i]
-            if switch is not None and entry.lora_set is not None:
-                switch(entry.lora_set)
+            if switch is not None and keys[i] is not None:
+                switch(keys[i])
             pred = self._run(x, sigma, _at(entry.schedule, self.step))
             mask = torch.ones_like(total) if entry.mask is None else entry.mask.to(pred).expand_as(total)
             weighted += pred * mask

@@ -28,12 +28,19 @@ import torch
 
 from storyboard.jobs import PanelJob, RenderedPanel, RenderIdentity
 from storyboard.render.batching import estimate_batch_size, group_jobs
-from storyboard.render.conditioning import PanelConds, apply_lora_set, encode_job, prompt_encoder
+from storyboard.render.conditioning import (
+    PanelConds,
+    RegionalConds,
+    apply_lora_set,
+    encode_job,
+    encode_regional,
+    prompt_encoder,
+)
 from storyboard.render.denoiser import CompVisDenoiser
 from storyboard.render.infotext import panel_infotext
 from storyboard.render.progress import RenderProgress, progress_enabled
 from storyboard.render.resolve import ENGINE_VERSION, ResolvedJob, ResolvedModels, Resolver
-from storyboard.render.txt2img import LoadedModel, render_batch
+from storyboard.render.txt2img import LoadedModel, needs_shared_prompt, render_batch
 from storyboard.render.upscale import UpscalerModel, load_upscaler
 
 
@@ -177,7 +184,21 @@ class DiffusersRenderer:
         self.check(jobs)
         with RenderProgress(len(jobs), progress_enabled(self.quiet)) as progress:
             for group in group_jobs(jobs):
-                yield from self._render_group([self.resolve(j) for j in group], progress)
+                if group[0].regions:
+                    yield from self._render_regional(self.resolve(group[0]), progress)
+                else:
+                    yield from self._render_group([self.resolve(j) for j in group], progress)
+
+    def _render_regional(self, rj: ResolvedJob, progress: RenderProgress) -> Iterator[RenderedPanel]:
+        """One regional panel: each region's prompt encoded and sampled under its own LoRA set."""
+        with self._stage("load"):
+            model = self._ensure_loaded(rj.models, rj.settings.allow_pickle)
+        encoder = prompt_encoder(model.components, rj.models.embeddings, rj.settings.clip_skip)
+        with self._stage("encode"):
+            shared = needs_shared_prompt(rj)
+            rc = encode_regional(rj, self.resolver, model.patcher, encoder, self.device, shared)
+        cond = {rj.job.panel_id: rc.panel}
+        yield from self._render_same_shape(model, [rj], cond, progress, rc)
 
     def _render_group(self, group: list[ResolvedJob], progress: RenderProgress) -> Iterator[RenderedPanel]:
         first = group[0]
@@ -202,6 +223,7 @@ class DiffusersRenderer:
         pending: list[ResolvedJob],
         conds: dict[str, PanelConds],
         progress: RenderProgress,
+        regional: RegionalConds | None = None,
     ) -> Iterator[RenderedPanel]:
         upscaler = self._load_upscaler(pending[0])
         while pending:
@@ -210,8 +232,9 @@ class DiffusersRenderer:
             t0 = time.perf_counter()
             try:
                 images = render_batch(
-                    model, batch, [conds[rj.job.panel_id] for rj in batch], progress, self._stage, upscaler
-                )
+                    model, batch, [conds[rj.job.panel_id] for rj in batch], progress, self._stage, upscaler,
+                    regional,
+                )  # fmt: skip
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise

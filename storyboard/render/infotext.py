@@ -181,6 +181,7 @@ __all__ = ["VERSION", "Infotext", "hash_list", "make_infotext", "parse_hash_list
 
 def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embedding]) -> str:
     """The infotext of one rendered panel, from its resolved job (step 5 of a render)."""
+    from storyboard.render.regions import regional_infotext
     from storyboard.render.sampling import SCHEDULE_LABELS
 
     job, s, spec, hr_spec = rj.job, rj.settings, rj.spec, rj.hr_spec
@@ -221,5 +222,6 @@ def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embed
         hires_upscaler=hr.upscaler if hr else None,
         lora_hashes=[(r.file.alias or r.file.name, hashes.lora_hash(r.file.path)) for r in rj.loras],
         ti_hashes=[(e.name, e.shorthash) for e in embeddings],
+        extra=regional_infotext(job),
     )
     return info.text()

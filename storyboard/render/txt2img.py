@@ -26,9 +26,9 @@ from torch import Tensor
 
 from storyboard.models.load import ModelComponents
 from storyboard.models.lora import LoraPatcher
-from storyboard.render.conditioning import CondSchedule, PanelConds, merge_conds
+from storyboard.render.conditioning import CondSchedule, PanelConds, RegionalConds, merge_conds
 from storyboard.render.decode import decode_latents, encode_images
-from storyboard.render.denoiser import CFGDenoiser, CompVisDenoiser
+from storyboard.render.denoiser import CFGDenoiser, CompVisDenoiser, CondEntry
 from storyboard.render.hires import (
     hires_size,
     img2img_sigmas,
@@ -39,11 +39,14 @@ from storyboard.render.hires import (
 )
 from storyboard.render.noise import ImageRNG, brownian_noise_sampler
 from storyboard.render.progress import RenderProgress
+from storyboard.render.regions import blend_weights
 from storyboard.render.resolve import ResolvedJob
 from storyboard.render.sampling import SamplerSpec, sample
 from storyboard.render.upscale import UpscalerModel, upscale_image
 
 Stage = Callable[[str], AbstractContextManager[None]]
+# Builds a pass's guided denoiser from its starting latent and SDXL time ids (regional panels).
+GuideFactory = Callable[[Tensor, Tensor], CFGDenoiser]
 
 
 @dataclass
@@ -67,6 +70,7 @@ def run_pass(
     cfg_scale: float,
     progress: RenderProgress,
     label: str,
+    guide: GuideFactory | None = None,
 ) -> Tensor:
     """Denoise x down `sigmas` with CFG; returns the latent to decode."""
     info = spec.info
@@ -74,9 +78,12 @@ def run_pass(
     # SDXL's size conditioning: original = target = this pass's pixel size, crop (0, 0) (WebUI).
     h, w = int(x.shape[-2]) * 8, int(x.shape[-1]) * 8
     time_ids = torch.tensor([h, w, 0, 0, h, w], dtype=torch.float32, device=x.device)
-    cfg = CFGDenoiser(
-        model.denoiser, merge_conds(conds[0], time_ids), merge_conds(conds[1], time_ids), cfg_scale
-    )
+    if guide is not None:
+        cfg = guide(x, time_ids)
+    else:
+        cfg = CFGDenoiser(
+            model.denoiser, merge_conds(conds[0], time_ids), merge_conds(conds[1], time_ids), cfg_scale
+        )
     progress.start_pass(label, len(sigmas) - 1)
     out = sample(spec.sampler, cfg, x, sigmas, noise, callback=lambda _info: progress.step())
     return spec.final_latent(out, sigmas)
@@ -89,8 +96,11 @@ def render_batch(
     progress: RenderProgress,
     stage: Stage,
     upscaler: UpscalerModel | None = None,
+    regional: RegionalConds | None = None,
 ) -> list[Image.Image]:
-    """Render a batch of resolved jobs that share all settings; one image per job, in order."""
+    """Render a batch of resolved jobs that share all settings; one image per job, in order.
+
+    With ``regional`` (a batch of one regional job), each pass is guided by the job's regions."""
     first = batch[0]
     s, spec, hr_spec = first.settings, first.spec, first.hr_spec
     den, device = model.denoiser, model.device
@@ -104,7 +114,7 @@ def render_batch(
     with stage("sample"):
         latent = run_pass(
             model, spec, x, sigmas, rng, seeds, ([c.cond for c in conds], [c.uncond for c in conds]),
-            s.cfg_scale, progress, ids,
+            s.cfg_scale, progress, ids, regional_guide(model, first, regional, hires=False),
         )  # fmt: skip
     # Hires fix.
     hr = s.hires
@@ -130,8 +140,64 @@ def render_batch(
         hr_conds = ([c.hr_cond or c.cond for c in conds], [c.hr_uncond or c.uncond for c in conds])
         with stage("hires_sample"):
             latent = run_pass(
-                model, hr_spec, x2, sigmas2, rng2, seeds, hr_conds, s.cfg_scale, progress, f"{ids} (hires)"
+                model, hr_spec, x2, sigmas2, rng2, seeds, hr_conds, s.cfg_scale, progress, f"{ids} (hires)",
+                regional_guide(model, first, regional, hires=True),
             )
     # Decode.
     with stage("decode"):
         return decode_latents(model.components.vae, latent)
+
+
+def regional_guide(
+    model: LoadedModel, rj: ResolvedJob, rc: RegionalConds | None, *, hires: bool
+) -> GuideFactory | None:
+    """The guided denoiser of one pass of a regional job: one entry per region under its LoRA set,
+    masks made at the pass's own latent size (so the hires pass gets sharp, not resized, masks),
+    the shared prompt as one more entry only where some weight falls to it."""
+    if rc is None:
+        return None
+    s, spec = rj.settings, (rj.hr_spec if hires else rj.spec)
+    assert spec is not None
+    rs = s.regional
+    stop = rs.hires_lora_stop_step if hires else rs.lora_stop_step
+    # The denoiser counts model calls; a second-order sampler makes two per step.
+    stop_calls = spec.schedule_steps(stop) if stop > 0 else None
+
+    def build(x: Tensor, time_ids: Tensor) -> CFGDenoiser:
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        weights, base = blend_weights(
+            [r.box for r in rj.job.regions], h, w, feather=rs.feather, base_ratio=rs.base_ratio
+        )
+
+        def mask(m: object) -> Tensor:
+            return torch.as_tensor(m).to(device=x.device, dtype=x.dtype)[None, None]
+
+        entries = []
+        for (key, cond, hr_cond), m in zip(rc.regions, weights, strict=True):
+            sched = (hr_cond or cond) if hires else cond
+            entries.append(CondEntry(merge_conds([sched], time_ids), mask(m), key, stop_calls))
+        if base.max() > 0:
+            if rc.shared is None:
+                raise RuntimeError("the shared prompt is needed here but was not encoded")
+            shared = (rc.shared[1] or rc.shared[0]) if hires else rc.shared[0]
+            entries.append(CondEntry(merge_conds([shared], time_ids), mask(base)))
+        p = rc.panel
+        uncond = (p.hr_uncond or p.uncond) if hires else p.uncond
+        return CFGDenoiser(
+            model.denoiser, entries, merge_conds([uncond], time_ids), s.cfg_scale, switch_loras=rc.switch
+        )
+
+    return build
+
+
+def needs_shared_prompt(rj: ResolvedJob) -> bool:
+    """Whether any pass gives weight to the shared prompt (a base ratio, or area no region covers)."""
+    s = rj.settings
+    sizes = [(s.height // 8, s.width // 8)]
+    if s.hires is not None:
+        w, h = hires_size(s.width, s.height, s.hires.scale)
+        sizes.append((h // 8, w // 8))
+    boxes = [r.box for r in rj.job.regions]
+    rs = s.regional
+    weights = [blend_weights(boxes, h, w, feather=rs.feather, base_ratio=rs.base_ratio) for h, w in sizes]
+    return any(base.max() > 0 for _, base in weights)

@@ -9,12 +9,14 @@ the composed prompt are only what the user and WebUI's infotext see.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
-from storyboard.jobs import PanelJob
+from storyboard.jobs import PanelJob, RegionJob
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks
 from storyboard.story.compose import compose, panel_context, template_dirs
 from storyboard.story.load import LoadedStory
-from storyboard.story.schema import MAX_SEED, Panel, Story
+from storyboard.story.regions import Box, parse_split, split_boxes, split_ratios
+from storyboard.story.schema import MAX_SEED, Panel, RenderSettings, Story
 
 
 def derive_seed(seed_base: str, panel_id: str) -> int:
@@ -38,21 +40,106 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
         ctx = panel_context(story, page, index, panel, settings.quality, settings.negative)
         prompt = compose(settings.template, dirs, ctx)
         positive, uses = lora_uses(story, panel, prompt.positive)
-        jobs.append(
-            PanelJob(
-                panel_id=panel.id,
-                page=page,
-                index=index,
-                positive=positive,
-                negative=prompt.negative,
-                loras=uses,
-                seed=panel.seed if panel.seed is not None else derive_seed(seed_base, panel.id),
-                settings=settings,
-                characters=tuple(panel.characters),
-                scene=panel.scene,
-            )
+        job = PanelJob(
+            panel_id=panel.id,
+            page=page,
+            index=index,
+            positive=positive,
+            negative=prompt.negative,
+            loras=uses,
+            seed=panel.seed if panel.seed is not None else derive_seed(seed_base, panel.id),
+            settings=settings,
+            characters=tuple(panel.characters),
+            scene=panel.scene,
         )
+        placed = region_boxes(panel, rtl=story.layout.reading_direction == "rtl")
+        if placed:
+            job = regional_job(job, story, (page, index, panel), settings, dirs, placed)
+        jobs.append(job)
     return jobs
+
+
+def region_boxes(panel: Panel, *, rtl: bool = False) -> list[tuple[str, Box, str]]:
+    """(character, box, region prompt) for each region of the panel; [] for an ordinary panel.
+
+    Two or more characters and no ``regions``: equal columns in the order listed (right to left for
+    a right-to-left book), so each character keeps to its own LoRA without the writer asking.
+
+    >>> p = Panel(scene="x", characters=["iku", "haru"])
+    >>> region_boxes(p)
+    [('iku', (0.0, 0.0, 0.5, 1.0), ''), ('haru', (0.5, 0.0, 1.0, 1.0), '')]
+    >>> [c for c, box, _ in region_boxes(p, rtl=True) if box[0] == 0.0]
+    ['haru']
+    >>> region_boxes(Panel(scene="x", characters=["iku", "haru"], regions="none"))
+    []
+    """
+    chars, regions = list(panel.characters), panel.regions
+    if regions == "none" or (regions is None and len(chars) < 2):
+        return []
+    if isinstance(regions, list):
+        if all(r.box is not None for r in regions):
+            return [(r.character, r.box, r.prompt) for r in regions if r.box is not None]
+        boxes = split_boxes("columns", (), len(regions), rtl=rtl)
+        return [(r.character, b, r.prompt) for r, b in zip(regions, boxes, strict=True)]
+    kind, ratios = parse_split(regions) if isinstance(regions, str) else ("columns", ())
+    return [(c, b, "") for c, b in zip(chars, split_boxes(kind, ratios, len(chars), rtl=rtl), strict=True)]
+
+
+def regional_job(
+    job: PanelJob,
+    story: Story,
+    where: tuple[int, int, Panel],
+    settings: RenderSettings,
+    dirs: list[Path],
+    placed: list[tuple[str, Box, str]],
+) -> PanelJob:
+    """The job with its regions: each region's prompt is the panel composed by the same template
+    as if only its character were present (plus the region's words), so it carries that
+    character's triggers and LoRA tag and nobody else's; the shared prompt is the panel composed
+    with no character."""
+    from dataclasses import replace
+
+    page, index, panel = where
+
+    def composed(characters: list[str], scene: str) -> tuple[str, tuple[LoraUse, ...]]:
+        alone = panel.model_copy(update={"characters": characters, "scene": scene})
+        ctx = panel_context(story, page, index, alone, settings.quality, settings.negative)
+        return lora_uses(story, alone, compose(settings.template, dirs, ctx).positive)
+
+    regions = []
+    for cid, box, words in placed:
+        positive, uses = composed([cid], ", ".join(p for p in (panel.scene, words) if p.strip()))
+        regions.append(RegionJob(cid, box, positive, uses))
+    shared_positive, shared_uses = composed([], panel.scene)
+    # Every use of any region, once: what the panel loads, hashes and names in its infotext, in
+    # the order the panel without regions lists them (characters, then style), new ones after.
+    seen = list(dict.fromkeys([*shared_uses, *(u for r in regions for u in r.loras)]))
+    known = {u: n for n, u in enumerate(job.loras)}
+    union = tuple(sorted(seen, key=lambda u: known.get(u, len(known))))
+    return replace(
+        job,
+        positive=regional_prompt(regions, shared_positive, settings.regional.base_ratio),
+        loras=union,
+        regions=tuple(regions),
+        shared_positive=shared_positive,
+        shared_loras=shared_uses,
+    )
+
+
+def regional_prompt(regions: list[RegionJob], shared: str, base_ratio: float) -> str:
+    """The panel's prompt as Regional Prompter writes it: region prompts joined by ADDCOL (columns),
+    ADDROW (rows) or BREAK (free boxes), the shared prompt first with ADDBASE when it is mixed in
+    (a base ratio, or free boxes that may leave the background to it). A WebUI user with the
+    extension in latent mode gets each region's LoRA tags applied in that region only."""
+    split = split_ratios([r.box for r in regions])
+    use_base = base_ratio > 0 or split is None
+    sep = {"columns": " ADDCOL ", "rows": " ADDROW "}.get(split[0] if split else "", " BREAK ")
+    ordered = regions
+    if split is not None:
+        axis = 0 if split[0] == "columns" else 1
+        ordered = sorted(regions, key=lambda r: r.box[axis])  # Regional Prompter reads left to right
+    text = sep.join(r.positive for r in ordered)
+    return f"{shared} ADDBASE {text}" if use_base else text
 
 
 def lora_uses(story: Story, panel: Panel, positive: str) -> tuple[str, tuple[LoraUse, ...]]:

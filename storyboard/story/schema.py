@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from storyboard.layout.types import LayoutSettings
 from storyboard.prompt.extra_networks import LoraUse
+from storyboard.story.regions import check_box, parse_split
 
 PANEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CHARACTER_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
@@ -107,6 +117,21 @@ class ModelFolderSettings(Strict):
     upscalers: list[Path] = Field(default_factory=list)
 
 
+class RegionalSettings(Strict):
+    """How panels with regions render (Regional Prompter's latent mode settings)."""
+
+    base_ratio: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of the shared (scene) prompt mixed into each region."
+    )
+    lora_stop_step: int = Field(
+        0, ge=0, le=150, description="Region LoRAs apply for this many steps, then the shared set; 0 = all."
+    )
+    hires_lora_stop_step: int = Field(0, ge=0, le=150, description="The same for the hires pass.")
+    feather: float = Field(
+        0.05, ge=0.0, le=0.5, description="Width of the soft region edges, as a fraction of the shorter side."
+    )
+
+
 class RenderSettings(Strict):
     """Generation settings, spelled as WebUI spells them."""
 
@@ -132,6 +157,9 @@ class RenderSettings(Strict):
     )
     folders: ModelFolderSettings = Field(default_factory=ModelFolderSettings)
     allow_pickle: bool = Field(False, description="Allow .ckpt/.pt weights (pickle can run code).")
+    regional: RegionalSettings = Field(
+        default_factory=lambda: RegionalSettings(), description="How panels with regions render."
+    )
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -156,6 +184,39 @@ class DialogueLine(Strict):
         return v
 
 
+class Region(Strict):
+    """Where one character of the panel is, and what only that part of the picture gets."""
+
+    character: str = Field(description="Id of a character of this panel.")
+    box: tuple[float, float, float, float] | None = Field(
+        None, description="[x0, y0, x1, y1] as fractions of the panel (y down); none = columns in order."
+    )
+    prompt: str = Field("", description="Prompt words for this region only (added to the scene).")
+
+    @field_validator("box")
+    @classmethod
+    def _inside(cls, v: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        return None if v is None else check_box(v)
+
+
+def _split_or_regions(v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # A split string is checked by Panel._regions; only a list goes through the list schema, so
+    # an error in one region keeps its own path (regions[1].box) and thus its line in the file.
+    return v if isinstance(v, str) else handler(v)
+
+
+def _regions_schema(schema: dict[str, Any]) -> None:
+    schema.setdefault("anyOf", []).insert(
+        0, {"type": "string", "description": "'none', or a split such as 'columns 1,1' or 'rows 2,1'"}
+    )
+
+
+if TYPE_CHECKING:
+    RegionsField = str | list[Region] | None
+else:
+    RegionsField = Annotated[list[Region] | None, WrapValidator(_split_or_regions)]
+
+
 class Panel(Strict):
     id: str | None = Field(None, description="Stable panel id; default 'p<page>.<n>'.")
     scene: str = Field(description="What happens in the panel, in prompt words.")
@@ -166,6 +227,46 @@ class Panel(Strict):
     negative: str = Field("", description="Added to this panel's negative prompt.")
     focus: tuple[float, float] = Field((0.5, 0.4), description="Crop focus point [x, y] in the image.")
     render: dict[str, Any] = Field(default_factory=dict, description="Overrides of any render setting.")
+    regions: RegionsField = Field(
+        None,
+        json_schema_extra=_regions_schema,
+        description="Where each character is: 'none', a split ('columns 1,1', 'rows 2,1'), or a list of "
+        "regions; default for two or more characters: equal columns in the order listed.",
+    )
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, v: str | list[Region] | None, info: ValidationInfo) -> str | list[Region] | None:
+        # Characters are declared before regions, so they are validated (and here) already.
+        chars: list[str] = info.data.get("characters", [])
+        if isinstance(v, str):
+            if v.strip().lower() == "none":
+                return "none"
+            _, ratios = parse_split(v)
+            if ratios and len(ratios) != len(chars):
+                raise ValueError(
+                    f"the split has {len(ratios)} parts but the panel has {len(chars)} characters "
+                    f"({', '.join(chars) or 'none'}); give one ratio per character"
+                )
+            return v.strip()
+        if v is None:
+            return v
+        seen: set[str] = set()
+        for k, region in enumerate(v):
+            if region.character not in chars:
+                raise ValueError(
+                    f"regions[{k}]: '{region.character}' is not a character of this panel "
+                    f"(characters: {', '.join(chars) or 'none'}); add it to characters or fix the id"
+                )
+            if region.character in seen:
+                raise ValueError(f"regions[{k}]: '{region.character}' has two regions; give it one")
+            seen.add(region.character)
+        missing = [c for c in chars if c not in seen]
+        if missing:
+            raise ValueError(f"no region for {', '.join(missing)}: every character of the panel needs one")
+        if len({r.box is None for r in v}) > 1:
+            raise ValueError("give every region a box, or none (then they are columns in the order listed)")
+        return v
 
     @field_validator("id")
     @classmethod
