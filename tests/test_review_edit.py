@@ -66,7 +66,11 @@ def test_speaker_added_to_narration_goes_first(tmp_path: Path) -> None:
     story = copy_demo(tmp_path)
     before = story.read_text()
     after = edit_panel_text(before, story, "garden", dialogue=[LineEdit("haru", "Strum!")])
-    assert changed_lines(before, after) == ["-          - text: Strum!", "+          - speaker: haru", "+            text: Strum!"]
+    assert changed_lines(before, after) == [
+        "-          - text: Strum!",
+        "+          - speaker: haru",
+        "+            text: Strum!",
+    ]
 
 
 def test_caption_set_and_removed(tmp_path: Path) -> None:
