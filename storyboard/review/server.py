@@ -90,12 +90,15 @@ def create_app(session: Session) -> FastAPI:
     def zone(panel_id: str, *, oob: bool = False, status: int = 200, extra: str = "") -> HTMLResponse:
         v = view()
         p = panel_of(v, panel_id)
-        job = session.queue.latest_for(panel_id)
+        return page("_render.html", status, p=p, job=job_for(p), oob=oob, extra=extra)
+
+    def job_for(p: PanelView) -> Job | None:
+        job = session.queue.latest_for(p.id)
         if job is not None and job.kind == "candidates":
             # The latest batch first, in the order asked (the current seed leads), then older ones.
             order = {s: i for i, s in enumerate(job.seeds)}
             p.candidates.sort(key=lambda c: order.get(c[0], len(order)))
-        return page("_render.html", status, p=p, job=job, oob=oob, extra=extra)
+        return job
 
     def error(message: str, target: str, status: int) -> HTMLResponse:
         response = page("_message.html", status, message=message, kind="error")
@@ -116,7 +119,7 @@ def create_app(session: Session) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
         v = view()
-        jobs = {p.id: session.queue.latest_for(p.id) for p in v.panels}
+        jobs = {p.id: job_for(p) for p in v.panels}
         return page(
             "index.html", v=v, jobs=jobs, queue=session.queue, status_since=status_stamp(v.version),
             pages_since=pages_stamp(v), stale_file=False,
@@ -234,10 +237,7 @@ def create_app(session: Session) -> FastAPI:
 
     def version_input(version: str) -> str:
         # Out-of-band: the page's one version field, which every story write sends along.
-        return str(
-            escape(version).join(
-                ['<input type="hidden" id="story-version" name="version" value="', '" hx-swap-oob="true">']
-            )
-        )
+        field = '<input type="hidden" id="story-version" name="version" value="{}" hx-swap-oob="true">'
+        return field.format(escape(version))
 
     return app
