@@ -125,6 +125,10 @@ def create_app(session: Session) -> FastAPI:
             pages_since=pages_stamp(v), stale_file=False,
         )  # fmt: skip
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)  # browsers ask; an empty answer keeps the console clean
+
     @app.get("/fragment/status", response_class=HTMLResponse)
     def status(since: str = "", version: str = "") -> Response:
         if since == status_stamp(version):

@@ -105,10 +105,10 @@ class RenderQueue:
             return list(self._jobs)
 
     def latest_for(self, panel: str) -> Job | None:
-        """The panel's newest job, or a running build that covers it."""
+        """The newest job for the panel, a build (which covers every panel) included."""
         with self._lock:
             for job in reversed(self._jobs):
-                if job.panel == panel or (job.kind == "build" and job.active):
+                if job.panel == panel or job.kind == "build":
                     return job
         return None
 
