@@ -55,7 +55,9 @@ def page(browser: Any) -> Iterator[Page]:
     if os.environ.get("STORYBOARD_REVIEW_SHOTS"):
         # Playwright's full-page screenshot injects a style of its own, which the CSP blocks.
         errors = [e for e in errors if not e.startswith("Applying inline style")]
-    assert errors == [], errors  # no script errors, no CSP violations
+    # Refusals the tests provoke on purpose are logged by Chromium as failed loads; anything else counts.
+    errors = [e for e in errors if not any(f"status of {code} " in e for code in (409, 422))]
+    assert errors == [], errors  # no script errors, no CSP violations, no missing files
 
 
 def shot(page: Page, name: str) -> None:
@@ -102,7 +104,9 @@ def review_loop(page: Page, live: Live, name: str) -> None:
     z.locator("form.cands button").click()
     expect(z.locator("figure.candidate:not(.pending) img")).to_have_count(3, timeout=WAIT_MS)
     wait_done(page, "garden")
-    seeds = [int(s) for s in z.locator("figure.candidate").evaluate_all("els => els.map(e => e.dataset.seed)")]
+    seeds = [
+        int(s) for s in z.locator("figure.candidate").evaluate_all("els => els.map(e => e.dataset.seed)")
+    ]
     assert len(set(seeds)) == 3
     for s in seeds:
         assert (out / slug / "candidates" / "garden" / f"seed-{s}.png").is_file()
@@ -212,5 +216,7 @@ def test_edit_escaping_and_stale_writes_in_the_page(page: Page, tmp_path: Path) 
         form = page.locator(f"#e-{dom_id('listen')}")
         form.locator("input[name=speaker]").fill("ikku")
         form.get_by_role("button", name="Save").click()
-        expect(page.locator(f"#m-{dom_id('listen')}")).to_contain_text("unknown speaker 'ikku'. Did you mean 'iku'?")
+        expect(page.locator(f"#m-{dom_id('listen')}")).to_contain_text(
+            "unknown speaker 'ikku'. Did you mean 'iku'?"
+        )
         assert story.read_text() == edited

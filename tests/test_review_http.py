@@ -124,8 +124,8 @@ def test_edit_writes_one_line_and_renders_escaped(client: tuple[TestClient, Sess
     before = session.story.read_text()
     version = story_version(session.story)
     scene = "<script>alert('x')</script> & garden"
-    r = c.post("/panel/garden/edit", data={"scene": scene, "speaker": "", "text": "Strum!", "version": version},
-               headers=auth(session))  # fmt: skip
+    data = {"scene": scene, "speaker": "", "text": "Strum!", "version": version}
+    r = c.post("/panel/garden/edit", data=data, headers=auth(session))
     assert r.status_code == 200, r.text
     assert changed_lines(before, session.story.read_text()) == [
         "-        scene: (full body:1.2), playing guitar, flower garden, outdoors, sitting on bench, smile",

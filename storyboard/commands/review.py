@@ -17,8 +17,12 @@ def review(
         str, typer.Option("--host", help="Interface to listen on; anything but loopback prints a warning.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port; 0 picks a free one.")] = 0,
-    no_open: Annotated[bool, typer.Option("--no-open", help="Print the address; do not open a browser.")] = False,
-    draft: Annotated[bool, typer.Option("--draft", help="Render draft placeholders; no GPU or models.")] = False,
+    no_open: Annotated[
+        bool, typer.Option("--no-open", help="Print the address; do not open a browser.")
+    ] = False,
+    draft: Annotated[
+        bool, typer.Option("--draft", help="Render draft placeholders; no GPU or models.")
+    ] = False,
 ) -> None:
     """Open a local page to look at the comic, compare candidates, pick, reroll and edit panels."""
     from rich.console import Console

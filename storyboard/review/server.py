@@ -180,7 +180,9 @@ def create_app(session: Session) -> FastAPI:
     async def candidates(panel_id: str, request: Request) -> HTMLResponse:
         raw = (await form(request)).get("count", ["3"])[0]
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_CANDIDATES:
-            return error(f"Candidates: give a number from 1 to {MAX_CANDIDATES}.", f"#rm-{dom_id(panel_id)}", 422)
+            return error(
+                f"Candidates: give a number from 1 to {MAX_CANDIDATES}.", f"#rm-{dom_id(panel_id)}", 422
+            )
         return queue_and_show(panel_id, lambda: session.queue.submit("candidates", panel_id, int(raw)))
 
     @app.post("/panel/{panel_id}/pick", response_class=HTMLResponse)
@@ -222,7 +224,7 @@ def create_app(session: Session) -> FastAPI:
             return error(str(exc), target, 422)
         v = view()
         p = panel_of(v, panel_id)
-        rendered = zone(panel_id, oob=True).body.decode()
+        rendered = bytes(zone(panel_id, oob=True).body).decode()
         return page(
             "_edit.html", p=p, message="Saved to the story file.", extra=version_input(new_version) + rendered
         )

@@ -185,6 +185,4 @@ def _view(loaded: LoadedStory, jobs: list[PanelJob], out: Path, version: str) ->
             pages.append((int(f.stem[5:]), ref))
     downloads = [r for f in (root / f"{root.name}.pdf", root / f"{root.name}.cbz") if (r := _ref(root, f))]
     check = _check(root, panels)
-    return StoryView(
-        loaded.story.title, loaded.path, version, pages, list(panels.values()), downloads, check
-    )
+    return StoryView(loaded.story.title, loaded.path, version, pages, list(panels.values()), downloads, check)

@@ -179,7 +179,9 @@ class RenderQueue:
             review_ops.render_panels(story, out, r, only=[job.panel], progress=self._progress(job))
         elif job.kind == "reroll" and job.panel:
             seeds = {job.panel: job.seeds[0]}
-            review_ops.render_panels(story, out, r, only=[job.panel], seeds=seeds, progress=self._progress(job))
+            review_ops.render_panels(
+                story, out, r, only=[job.panel], seeds=seeds, progress=self._progress(job)
+            )
         elif job.kind == "candidates" and job.panel:
 
             def each(seed: int, _path: Path) -> None:
