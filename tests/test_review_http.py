@@ -218,3 +218,29 @@ def test_cli_binds_loopback_unless_told_and_warns(monkeypatch: pytest.MonkeyPatc
     assert security.allowed_hosts("127.0.0.1", 1) == {"localhost:1", "127.0.0.1:1", "[::1]:1"}
     assert security.allowed_hosts("0.0.0.0", 1) is None
     assert security.bind_warning("::1") is None and security.bind_warning("localhost") is None
+
+
+def test_consistency_scores_show_when_the_check_ran(client: tuple[TestClient, Session]) -> None:
+    from storyboard.check.types import Appearance, CharacterScore, CheckReport, PanelResult
+
+    c, session = client
+    assert "Consistency" not in c.get("/").text
+    report = CheckReport(
+        title="The Garden Concert", backend="clip", backend_model="stand-in", default_threshold=0.3,
+        detector=None,
+        characters=[CharacterScore(id="iku", name="Iku", anchor="prototype", threshold=0.3, panels=["gate"],
+                                   self_similarity=0.9, cross_similarity=0.8, main_cluster=["gate"],
+                                   flagged=["gate"])],
+        panels=[PanelResult(panel_id="gate", image="panels/gate.png", sha256="0", seed=1, expected=["iku"],
+                            detections=[], occm=50.0, missing=[], extra=0)],
+        appearances=[Appearance(panel_id="gate", character="iku", box=(0, 0, 9, 9), distance=0.4123, off_model=True)],
+    )  # fmt: skip
+    check_dir = session.out / "demo" / "check"
+    check_dir.mkdir(parents=True)
+    (check_dir / "report.json").write_text(report.model_dump_json())
+    page = c.get("/").text
+    gate = page.split(f'id="p-{dom_id("gate")}"')[1].split("</article>")[0]
+    assert "off-model" in gate and "0.412 / 0.300" in gate and "OCCM 50" in gate
+    assert "consistency check (clip): 1 panel(s) flagged off-model" in page
+    listen = page.split(f'id="p-{dom_id("listen")}"')[1].split("</article>")[0]
+    assert "Consistency" not in listen

@@ -114,7 +114,10 @@ def create_app(session: Session) -> FastAPI:
 
     async def form(request: Request) -> dict[str, list[str]]:
         body = (await request.body()).decode("utf-8")
-        return parse_qs(body, keep_blank_values=True)
+        # Browsers send a textarea's line breaks as CRLF; the story file uses LF.
+        return {
+            k: [x.replace("\r\n", "\n") for x in v] for k, v in parse_qs(body, keep_blank_values=True).items()
+        }
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
