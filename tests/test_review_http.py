@@ -233,7 +233,8 @@ def test_consistency_scores_show_when_the_check_ran(client: tuple[TestClient, Se
                                    flagged=["gate"])],
         panels=[PanelResult(panel_id="gate", image="panels/gate.png", sha256="0", seed=1, expected=["iku"],
                             detections=[], occm=50.0, missing=[], extra=0)],
-        appearances=[Appearance(panel_id="gate", character="iku", box=(0, 0, 9, 9), distance=0.4123, off_model=True)],
+        appearances=[Appearance(panel_id="gate", character="iku", box=(0, 0, 9, 9), distance=0.4123,
+                                off_model=True)],
     )  # fmt: skip
     check_dir = session.out / "demo" / "check"
     check_dir.mkdir(parents=True)
