@@ -224,9 +224,11 @@ def _register_subapps() -> None:
     from storyboard.commands import check as check_cmd
     from storyboard.commands import dev, lora, models
     from storyboard.commands import prompt as prompt_cmd
+    from storyboard.commands import review as review_cmd
 
     # `check` is one command, so registered as a command (a sub-app would read `storyboard check check`).
     app.command("check")(check_cmd.check)
+    app.command("review")(review_cmd.review)
     app.add_typer(models.app, name="models", help="Download the models a stage needs.")
 
     app.add_typer(prompt_cmd.app, name="prompt", help="Look inside WebUI prompts.")

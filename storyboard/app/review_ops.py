@@ -1,0 +1,137 @@
+"""The review page's operations: story-file writes that refuse to overwrite a newer file, and renders
+that keep one renderer for the whole session and report each panel as it finishes.
+
+Writes compare the file's current version (a hash of its text) with the version the page was showing
+when the user acted; a text editor's save in between makes the write fail with a sentence instead of
+silently undoing that save.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from storyboard.app.build import BuildReport, ProgressFn, build, output_dir, render_candidates
+from storyboard.app.operations import Notify, make_renderer
+from storyboard.app.store import PanelStore
+from storyboard.errors import StoryboardError
+from storyboard.jobs import Renderer, job_hash
+from storyboard.story.edit import LineEdit, edit_panel_text, text_version
+from storyboard.story.load import load_story
+from storyboard.story.plan import plan
+from storyboard.writes import atomic_copy, safe_child
+
+# One writer of story files per process: the version check and the write happen under it, so two
+# requests of the page can never both pass the check and then overwrite each other.
+_STORY_WRITE = threading.Lock()
+
+
+class StaleStoryError(StoryboardError):
+    """The story file changed since the version an edit was based on."""
+
+
+def story_version(story: Path) -> str:
+    return text_version(story.read_text(encoding="utf-8"))
+
+
+def _check_version(story: Path, version: str) -> str:
+    text = story.read_text(encoding="utf-8")
+    if text_version(text) != version:
+        raise StaleStoryError(
+            f"{story} changed since this page loaded it (edited elsewhere?); nothing was written.",
+            hint="reload the page to see the file as it is now, then make the change again",
+        )
+    return text
+
+
+def edit_panel(
+    story: Path,
+    panel_id: str,
+    *,
+    version: str,
+    scene: str | None = None,
+    caption: str | None = None,
+    dialogue: list[LineEdit] | None = None,
+) -> str:
+    """Write the panel's new words into the story file; returns the file's new version."""
+    from storyboard.writes import atomic_write_text
+
+    with _STORY_WRITE:
+        text = _check_version(story, version)
+        new = edit_panel_text(text, story, panel_id, scene=scene, caption=caption, dialogue=dialogue)
+        if new != text:
+            atomic_write_text(story, new)
+        return text_version(new)
+
+
+def pick_checked(story: Path, panel_id: str, seed: int, *, version: str) -> str:
+    """`storyboard pick`, refused when the file is not the version the page showed; the new version."""
+    from storyboard.app.operations import pick
+
+    with _STORY_WRITE:
+        _check_version(story, version)
+        pick(story, panel_id, seed)
+        return story_version(story)
+
+
+def session_renderer(story: Path, *, draft: bool, notify: Notify) -> Renderer:
+    """The renderer a review session keeps: models load once, not once per click."""
+    return make_renderer(load_story(story), draft=draft, require_models=False, quiet=True, notify=notify)
+
+
+def render_panels(
+    story: Path,
+    out: Path,
+    renderer: Renderer,
+    *,
+    only: Sequence[str] | None = None,
+    seeds: dict[str, int] | None = None,
+    progress: ProgressFn | None = None,
+) -> BuildReport:
+    """`storyboard build`/`render` with the session's renderer: what is cached is reused, then layout."""
+    return build(load_story(story), out, renderer, only=only, seeds=seeds, progress=progress)
+
+
+def render_candidate_batch(
+    story: Path,
+    out: Path,
+    renderer: Renderer,
+    panel_id: str,
+    seeds: Sequence[int],
+    on_each: Callable[[int, Path], None] | None = None,
+) -> Path:
+    """`storyboard render -k`, seeds given, each candidate file written (and reported) as it finishes.
+
+    The renderer gets all seeds at once so it can batch them; `render_candidates` then finds every
+    render in the store and only adds the contact sheet. Returns the sheet's path.
+    """
+    loaded = load_story(story)
+    loaded.story.panel(panel_id)  # unknown id: a sentence with suggestions
+    out_dir = output_dir(loaded, out)
+    store = PanelStore(out_dir)
+    base = next(j for j in plan(loaded) if j.panel_id == panel_id)
+    jobs = [replace(base, seed=s) for s in seeds]
+    cand_dir = safe_child(out_dir, "candidates", panel_id)
+    from storyboard.app.build import png_bytes
+
+    with store.lock():
+        todo = []
+        for j in jobs:
+            dst = cand_dir / f"seed-{j.seed}.png"
+            if store.has(job_hash(j, renderer)):
+                if not dst.is_file():
+                    atomic_copy(store.cache_path(job_hash(j, renderer)), dst)
+                if on_each:
+                    on_each(j.seed, dst)
+            else:
+                todo.append(j)
+        for r in renderer.render(todo):
+            src = store.put(job_hash(r.job, renderer), png_bytes(r.image, r.infotext))
+            dst = cand_dir / f"seed-{r.job.seed}.png"
+            atomic_copy(src, dst)
+            if on_each:
+                on_each(r.job.seed, dst)
+    _, sheet = render_candidates(loaded, out, renderer, panel_id, seeds)
+    return sheet

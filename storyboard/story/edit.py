@@ -1,0 +1,116 @@
+"""Edit one panel's words (scene, caption, dialogue) in story-file text, keeping comments and formatting.
+
+Pure: text in, text out. The new text is validated exactly as `storyboard validate` would validate the
+file, so an edit that breaks the story fails with the same file:line:column messages and nothing is
+written. Writing (and refusing writes based on an old version of the file) is the app layer's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.scalarstring import ScalarString
+from ruamel.yaml.util import load_yaml_guess_indent
+
+from storyboard.errors import StoryboardError
+from storyboard.story.load import load_story_text
+
+
+@dataclass(frozen=True)
+class LineEdit:
+    """One existing dialogue line's new speaker (None or "" for narration) and text."""
+
+    speaker: str | None
+    text: str
+
+
+def text_version(text: str) -> str:
+    """A short hash of the file's text: an edit names the version it was based on."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _round_trip(text: str) -> tuple[YAML, Any]:
+    # The same settings `pick` uses, so both leave untouched lines byte-identical.
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap the writer's long lines
+    _, indent, block_seq_indent = load_yaml_guess_indent(text)
+    yaml.indent(mapping=2, sequence=indent, offset=block_seq_indent)
+    return yaml, yaml.load(text)
+
+
+def _same_style(old: Any, new: str) -> Any:
+    """The new string in the old scalar's style: a quoted or block scalar stays quoted or block."""
+    if isinstance(old, ScalarString):
+        return type(old)(new)
+    return new
+
+
+def _set(node: CommentedMap, key: str, value: str | None, after: str | None) -> None:
+    """Set, add (after the key `after`, or first when None) or, for an empty value, remove `key`."""
+    if value is None or value == "":
+        if key in node:
+            del node[key]
+        return
+    if key in node:
+        if node[key] != value:
+            node[key] = _same_style(node[key], value)
+        return
+    pos = 0 if after is None else list(node).index(after) + 1 if after in node else len(node)
+    node.insert(pos, key, value)
+
+
+def edit_panel_text(
+    text: str,
+    path: Path,
+    panel_id: str,
+    *,
+    scene: str | None = None,
+    caption: str | None = None,
+    dialogue: list[LineEdit] | None = None,
+) -> str:
+    """`text` with the panel's scene, caption (empty removes it) and dialogue lines replaced.
+
+    `None` leaves a field as it is. Dialogue edits change existing lines only, one per line, in order.
+    Raises StoryError (validate's messages, positions in `path`) when the result is not a valid story.
+    """
+    loaded = load_story_text(text, path)  # resolves default ids like p1.3
+    target = next(((pi - 1, ni - 1) for pi, ni, p in loaded.story.panels() if p.id == panel_id), None)
+    if target is None:
+        loaded.story.panel(panel_id)  # raises with suggestions
+        raise AssertionError("unreachable")
+    yaml, data = _round_trip(text)
+    node = data["pages"][target[0]]["panels"][target[1]]
+    if not isinstance(node, CommentedMap):
+        raise StoryboardError(f"{path}: panel {panel_id} is not a mapping; cannot edit it.")
+    if scene is not None:
+        if "scene" not in node:
+            raise StoryboardError(f"{path}: panel {panel_id} has no scene to edit.")
+        if node["scene"] != scene:
+            node["scene"] = _same_style(node["scene"], scene)
+    if caption is not None:
+        _set(node, "caption", caption, after="scene")
+    if dialogue is not None:
+        lines = node.get("dialogue") or []
+        if len(dialogue) != len(lines):
+            raise StoryboardError(
+                f"{path}: panel {panel_id} has {len(lines)} dialogue line(s); the edit gave {len(dialogue)}."
+            )
+        for k, (line, new) in enumerate(zip(lines, dialogue, strict=True)):
+            if not isinstance(line, CommentedMap):
+                raise StoryboardError(f"{path}: {panel_id} dialogue line {k + 1} is not a mapping.")
+            # A speaker added to a narration line goes first, where writers put it.
+            _set(line, "speaker", new.speaker.strip() if new.speaker else None, after=None)
+            if line.get("text") != new.text:
+                line["text"] = _same_style(line.get("text"), new.text)
+    buf = io.StringIO()
+    yaml.dump(data, buf)
+    new_text = buf.getvalue()
+    load_story_text(new_text, path)  # the same checks, and messages, as `storyboard validate`
+    return new_text

@@ -1,0 +1,59 @@
+"""Shared set-up for the review page tests: a copied demo project, a session, a live server."""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from storyboard.review.serve import bind, make_session
+from storyboard.review.server import Session, create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_demo(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "stories", tmp_path / "stories")
+    shutil.copytree(ROOT / "characters", tmp_path / "characters")
+    return tmp_path / "stories" / "demo.yaml"
+
+
+def changed_lines(a: str, b: str) -> list[str]:
+    return [
+        line
+        for line in difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+
+
+@dataclass
+class Live:
+    session: Session
+    url: str
+
+
+@contextmanager
+def live_server(story: Path, out: Path, *, draft: bool) -> Iterator[Live]:
+    """The review app served by uvicorn on a free loopback port, in a thread of this process."""
+    bound = bind("127.0.0.1", 0)
+    session = make_session(story, out, draft=draft, host="127.0.0.1", port=bound.port)
+    server = uvicorn.Server(uvicorn.Config(create_app(session), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [bound.sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        yield Live(session, bound.url)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        session.queue.close()
+        bound.sock.close()
