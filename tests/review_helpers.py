@@ -57,3 +57,10 @@ def live_server(story: Path, out: Path, *, draft: bool) -> Iterator[Live]:
         thread.join(timeout=30)
         session.queue.close()
         bound.sock.close()
+
+
+def meet_speaker_line(story: Path) -> int:
+    """The line of the demo `meet` panel's first `speaker:` (where an unknown speaker is reported)."""
+    lines = story.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "id: meet" in line)
+    return next(i for i in range(start, len(lines)) if "- speaker:" in lines[i]) + 1

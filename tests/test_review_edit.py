@@ -3,8 +3,6 @@ validated with `validate`'s messages; and the app layer refusing writes based on
 
 from __future__ import annotations
 
-import difflib
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,22 +11,9 @@ from storyboard.app import review_ops
 from storyboard.errors import StoryboardError
 from storyboard.story.edit import LineEdit, edit_panel_text, text_version
 from storyboard.story.load import StoryError, load_story
+from tests.review_helpers import changed_lines, copy_demo, meet_speaker_line
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def copy_demo(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "stories", tmp_path / "stories")
-    shutil.copytree(ROOT / "characters", tmp_path / "characters")
-    return tmp_path / "stories" / "demo.yaml"
-
-
-def changed_lines(a: str, b: str) -> list[str]:
-    return [
-        line
-        for line in difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0)
-        if line[:1] in "+-" and not line.startswith(("+++", "---"))
-    ]
 
 
 def test_scene_edit_changes_one_line_and_keeps_comments(tmp_path: Path) -> None:
@@ -88,7 +73,8 @@ def test_invalid_edit_fails_with_validate_messages(tmp_path: Path) -> None:
     with pytest.raises(StoryError) as exc:
         edit_panel_text(before, story, "meet", dialogue=[LineEdit("haruu", "Oh!"), LineEdit("iku", "Hi")])
     (problem,) = exc.value.problems
-    assert problem.startswith(f"{story}:73:22: pages[1].panels[0].dialogue[0].speaker:")
+    where = f"{story}:{meet_speaker_line(story)}:22"
+    assert problem.startswith(f"{where}: pages[1].panels[0].dialogue[0].speaker:")
     assert "unknown speaker 'haruu'. Did you mean 'haru'?" in problem
     assert story.read_text() == before
 

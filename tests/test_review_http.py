@@ -18,7 +18,7 @@ from storyboard.review import security
 from storyboard.review.serve import make_session
 from storyboard.review.server import Session, create_app, dom_id
 from storyboard.review.worker import RenderQueue
-from tests.review_helpers import changed_lines, copy_demo
+from tests.review_helpers import changed_lines, copy_demo, meet_speaker_line
 
 PORT = 8765
 
@@ -145,7 +145,8 @@ def test_invalid_edit_shows_validate_messages(client: tuple[TestClient, Session]
     r = c.post("/panel/meet/edit", data=data, headers=auth(session))
     assert r.status_code == 422
     text = html.unescape(r.text)
-    assert f"{session.story}:73:22: pages[1].panels[0].dialogue[0].speaker: unknown speaker 'haruu'" in text
+    where = f"{session.story}:{meet_speaker_line(session.story)}:22"
+    assert f"{where}: pages[1].panels[0].dialogue[0].speaker: unknown speaker 'haruu'" in text
     assert session.story.read_text() == before
 
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from storyboard.prompt.embeddings import Embedding
 from storyboard.prompt.chunks import EmbeddingIndex, tokenize_prompt
+from storyboard.prompt.embeddings import Embedding
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
 from storyboard.prompt.parse import BREAK_MARKER, parse_attention, strip_comments
 from storyboard.prompt.schedule import prompt_schedule

@@ -22,8 +22,8 @@ from storyboard.jobs import LoraUse, PanelJob, RenderIdentity, RenderSettings
 from storyboard.models.hashes import lora_hash, sha256_file
 from storyboard.models.pickle_gate import refuse_pickle
 from storyboard.models.registry import ModelFile, ModelFolders, Registry, safetensors_header
-from storyboard.prompt.embeddings import Embedding, load_embedding
 from storyboard.prompt.chunks import EmbeddingIndex, tokenize_prompt
+from storyboard.prompt.embeddings import Embedding, load_embedding
 from storyboard.prompt.extra_networks import extract_extra_networks
 from storyboard.render.hires import LATENT_UPSCALERS, PIXEL_UPSCALERS_WITHOUT_MODEL, is_latent_upscaler
 from storyboard.render.sampling import SCHEDULE_LABELS, SamplerSpec, parse_sampler_name
