@@ -54,7 +54,8 @@ def test_prompts_json_and_table():
         "Haru_guitar_boy_v2",
         "blindbox_v1_mix",
     ]
-    assert meet["size"] == [448, 640] and meet["output_size"] == [896, 1280]
+    # Rendered in the shape of its landscape frame at the story's 448x640 pixel budget.
+    assert meet["size"] == [616, 464] and meet["output_size"] == [1232, 928]
     assert rows[4]["seed"] == 3447412781
     r = run("prompts", str(DEMO))
     assert r.returncode == 0 and "gate" in r.stdout and "3447412781" in r.stdout
@@ -83,7 +84,11 @@ def test_init_then_build_draft(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "rendered 2 panel(s), reused 0" in r.stdout
     img = Image.open(out / "example" / "panels" / "p1.1.png")
-    assert img.size == (512, 512)
+    # The planner shapes the 512x512 budget to the panel's frame; the draft is drawn at that size.
+    from storyboard.story.load import load_story
+    from storyboard.story.plan import plan
+
+    assert img.size == plan(load_story(story))[0].output_size != (512, 512)
     assert "storyboard draft" in img.text["parameters"]  # type: ignore[attr-defined]
 
 
@@ -93,7 +98,7 @@ def test_build_without_models_falls_back_to_draft_and_says_so(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "DRAFT" in r.stderr
     assert "rendered 6 panel(s)" in r.stdout
-    assert Image.open(out / "demo" / "panels" / "meet.png").size == (896, 1280)
+    assert Image.open(out / "demo" / "panels" / "meet.png").size == (1232, 928)  # its landscape frame
     assert len(list((out / "demo").glob("*.pdf"))) == 1
     r = run("build", str(DEMO), "--out", str(out), "--require-models")
     assert r.returncode == 2 and "AnythingV5Ink_ink" in r.stderr

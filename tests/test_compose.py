@@ -53,7 +53,23 @@ def test_demo_prompts_exact():
     assert "<lora" not in iku.prompt_text
     assert jobs["play"].seed == 3447412781  # explicit seed kept
     assert jobs["gate"].seed == derive_seed("The Garden Concert", "gate")
-    assert jobs["gate"].size == (448, 640) and jobs["gate"].output_size == (896, 1280)
+    # gate's frame is landscape: rendered 616x464 (about the 448x640 budget), 1232x928 after hires
+    assert jobs["gate"].size == (616, 464) and jobs["gate"].output_size == (1232, 928)
+
+
+def test_renders_take_their_frames_shape_at_the_pixel_budget():
+    from storyboard.story.frames import panel_frames
+
+    loaded = load_story(ROOT / "stories" / "demo.yaml")
+    frames = panel_frames(loaded)
+    budget = 448 * 640
+    for job in plan(loaded):
+        fw, fh = frames[job.panel_id].frame
+        w, h = job.size
+        assert w % 8 == 0 and h % 8 == 0
+        assert abs((w / h) / (fw / fh) - 1) < 0.05, job.panel_id
+        assert abs(w * h / budget - 1) < 0.10, job.panel_id
+    assert {frames[j].page_template for j in ("gate", "listen", "garden")} == {"establishing-1-2"}
 
 
 def test_seed_derivation_is_independent_and_stable():

@@ -6,13 +6,16 @@ from pathlib import Path
 
 from storyboard.app.store import PanelStore
 from storyboard.layout import render_comic
+from storyboard.layout.frames import print_warnings
 from storyboard.layout.types import Balloon, LayoutMeta, LayoutPage, LayoutPanel
 from storyboard.story.compose import template_dirs
+from storyboard.story.frames import panel_frames
 from storyboard.story.load import LoadedStory
 
 
 def layout_pages(loaded: LoadedStory, store: PanelStore) -> list[LayoutPage]:
     story = loaded.story
+    frames = panel_frames(loaded)
     pages = []
     for number, page in enumerate(story.pages, start=1):
         panels = []
@@ -24,6 +27,7 @@ def layout_pages(loaded: LoadedStory, store: PanelStore) -> list[LayoutPage]:
                     speaker=_speaker_name(loaded, line.speaker),
                     kind=line.kind,
                     speaker_at=line.speaker_at,
+                    vertical=line.vertical,
                 )
                 for line in panel.dialogue
             )
@@ -36,7 +40,9 @@ def layout_pages(loaded: LoadedStory, store: PanelStore) -> list[LayoutPage]:
                     focus=panel.focus,
                 )
             )
-        pages.append(LayoutPage(number=number, panels=tuple(panels), template=page.layout))
+        # The template the planner shaped the renders for, so layout cannot pick another one.
+        template = frames[page.panels[0].id or ""].page_template if page.panels else page.layout
+        pages.append(LayoutPage(number=number, panels=tuple(panels), template=template))
     return pages
 
 
@@ -57,6 +63,24 @@ def layout_story(loaded: LoadedStory, out_dir: Path) -> list[Path]:
         story.layout,
         out_dir,
         template_dirs=template_dirs(loaded.base_dir),
+        base_dir=loaded.base_dir,
     )
     files = [p for p in (outputs.pdf, outputs.cbz) if p is not None]
     return files + list(outputs.pages_png)
+
+
+def frame_warnings(loaded: LoadedStory, store: PanelStore) -> list[str]:
+    """Panels that will print soft (under 150 dpi) or lose over 15% to the crop, each named."""
+    from PIL import Image
+
+    frames = panel_frames(loaded)
+    notes: list[str] = []
+    for _, _, panel in loaded.story.panels():
+        path = store.panel_path(panel.id or "")
+        if not path.is_file():
+            continue
+        with Image.open(path) as im:
+            w, h = im.size
+        fw, fh = frames[panel.id or ""].frame
+        notes += print_warnings(panel.id or "", w, h, fw, fh, fit=loaded.story.layout.fit).warnings
+    return notes

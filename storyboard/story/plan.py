@@ -14,6 +14,7 @@ from pathlib import Path
 from storyboard.jobs import PanelJob, RegionJob
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks
 from storyboard.story.compose import compose, panel_context, template_dirs
+from storyboard.story.frames import panel_frames
 from storyboard.story.load import LoadedStory
 from storyboard.story.regions import Box, parse_split, split_boxes, split_ratios
 from storyboard.story.schema import MAX_SEED, Panel, RenderSettings, Story
@@ -33,10 +34,12 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
     story = loaded.story
     dirs = template_dirs(loaded.base_dir)
     seed_base = story.seed_base if story.seed_base is not None else story.title
+    frames = panel_frames(loaded)
     jobs = []
     for page, index, panel in story.panels():
         assert panel.id is not None
-        settings = loaded.panel_render[panel.id]
+        w, h = frames[panel.id].size
+        settings = loaded.panel_render[panel.id].model_copy(update={"width": w, "height": h})
         ctx = panel_context(story, page, index, panel, settings.quality, settings.negative)
         prompt = compose(settings.template, dirs, ctx)
         positive, uses = lora_uses(story, panel, prompt.positive)

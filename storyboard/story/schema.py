@@ -175,6 +175,9 @@ class DialogueLine(Strict):
     speaker_at: tuple[float, float] | None = Field(
         None, description="Where the speaker is, as [x, y] fractions of the panel (tail points there)."
     )
+    vertical: bool | None = Field(
+        None, description="Vertical (tategaki) lettering for this line; default: layout.vertical."
+    )
 
     @field_validator("speaker_at")
     @classmethod
