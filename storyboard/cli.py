@@ -76,7 +76,10 @@ def validate(
     for w in s.warnings:
         _notify(f"warning: {w}")
     checked = "story only" if no_files else "story, samplers and model files"
-    console.print(f"{story}: OK ({checked}): {s.pages} pages, {s.panels} panels, {s.characters} characters.")
+    console.print(
+        f"{story}: OK ({checked}): {s.pages} pages, {s.panels} panels, {s.characters} characters.",
+        soft_wrap=True,
+    )
 
 
 @app.command()

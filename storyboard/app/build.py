@@ -25,6 +25,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from storyboard.app.store import PanelStore
+from storyboard.errors import StoryboardError
 from storyboard.writes import safe_child, write_bytes
 from storyboard.jobs import Manifest, ManifestLora, ManifestRecord, PanelJob, Renderer, job_hash
 from storyboard.layout.contact_sheet import contact_sheet
@@ -106,6 +107,7 @@ def build(
         last_write = time.monotonic()
         try:
             for done, result in enumerate(renderer.render(todo), start=1):
+                _refuse_nonfinite(result.job, result.image)
                 h = hashes[result.job.panel_id]
                 store.put(h, png_bytes(result.image, result.infotext))
                 store.publish(result.job.panel_id, h)
@@ -128,6 +130,18 @@ def build(
 
                 report.layout_files = layout_story(loaded, out_dir)
     return report
+
+
+def _refuse_nonfinite(job: PanelJob, image: Image.Image) -> None:
+    from storyboard.render.decode import NONFINITE
+
+    if image.info.get(NONFINITE):
+        weights = ", ".join(f"{u.name}:{u.te:g}" for u in job.lora_set) or "none"
+        raise StoryboardError(
+            f"Panel {job.panel_id} rendered as NaN (a black image), so it was not kept.",
+            hint=f"lower its LoRA weights ({weights}) or cfg_scale ({job.settings.cfg_scale:g}), "
+            "or try another VAE",
+        )
 
 
 def _record(

@@ -100,7 +100,13 @@ def file_problems(loaded: LoadedStory, jobs: Sequence[PanelJob]) -> list[str]:
             if not path.is_file():
                 loc = ("characters", cid, "references", k)
                 out.append(f"{position_of(loaded, loc)}: {_dotted(loc)}: reference image {path} does not exist.")
-    return list(dict.fromkeys(out))
+    return sorted(dict.fromkeys(out), key=_line_col)
+
+
+def _line_col(problem: str) -> tuple[int, int]:
+    """Sort key: the line and column of a "file:line:col: ..." problem, so the list reads top down."""
+    parts = problem.split(": ", 1)[0].rsplit(":", 2)
+    return (int(parts[1]), int(parts[2])) if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit() else (0, 0)
 
 
 def panel_jobs(story: Path) -> list[PanelJob]:
