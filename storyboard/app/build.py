@@ -58,8 +58,9 @@ MANIFEST_INTERVAL = 2.0  # seconds between manifest rewrites during a render
 
 
 def output_dir(loaded: LoadedStory, out_root: Path, *, draft: bool = False) -> Path:
-    """output/<story>/, or its draft/ folder for a draft build."""
-    real = safe_child(out_root, loaded.slug)
+    """output/<story>/, or its draft/ folder for a draft build. output/<story> itself may be a symlink
+    (a folder on another disk); nothing inside it may be (storyboard.writes)."""
+    real = Path(os.path.abspath(out_root)) / loaded.slug  # a slug is one safe path component
     return safe_child(real, DRAFT_DIR) if draft else real
 
 
