@@ -301,7 +301,9 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 
 
 def _interrupted(signum: int) -> SystemExit:
-    kept = f"the {_Run.finished} panel(s) finished in this run are kept" if _Run.finished else "nothing was lost"
+    kept = (
+        f"the {_Run.finished} panel(s) finished in this run are kept" if _Run.finished else "nothing was lost"
+    )
     where = f" in {_Run.panels_dir}" if _Run.panels_dir is not None and _Run.finished else ""
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     err_console.print(

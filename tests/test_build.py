@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import json
 import textwrap
 import time
 from pathlib import Path
@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from storyboard.app.build import build
+from storyboard.app.store import PanelStore
+from storyboard.errors import StoryboardError
 from storyboard.jobs import MANIFEST_VERSION
 from storyboard.render.draft import DraftRenderer
-from storyboard.errors import StoryboardError
-from storyboard.app.store import PanelStore
-from storyboard.writes import safe_child
 from storyboard.story.load import load_story
+from storyboard.writes import safe_child
 
 STORY = """\
 title: Cache Test

@@ -12,8 +12,8 @@ from check_helpers import STORY, draw_panel
 from test_check_fix import STORY_YAML
 from typer.testing import CliRunner
 
-from storyboard.check import fetch
 from storyboard.app.check import check_input
+from storyboard.check import fetch
 from storyboard.check.standin import write_all
 from storyboard.commands import check as check_cmd
 from storyboard.commands import models as models_cmd

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from storyboard.errors import StoryboardError
-from storyboard.story.plan import derive_seed, plan
 from storyboard.story.compose import tidy
 from storyboard.story.load import load_story, load_story_text
+from storyboard.story.plan import derive_seed, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 

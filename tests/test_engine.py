@@ -13,15 +13,15 @@ import torch
 from PIL import Image
 
 from storyboard.app.build import build, png_bytes
-from storyboard.render.engine import DiffusersRenderer
 from storyboard.errors import ModelError
-from storyboard.render.infotext import parse_hash_list, parse_infotext
+from storyboard.jobs import PanelJob
 from storyboard.models.hashes import embedding_hash, lora_hash, sha256_file
 from storyboard.models.tiny import TinyModel, write_tiny_model
-from storyboard.jobs import PanelJob
 from storyboard.prompt.extra_networks import LoraUse
-from storyboard.story.schema import HiresFix, RenderSettings
+from storyboard.render.engine import DiffusersRenderer
+from storyboard.render.infotext import parse_hash_list, parse_infotext
 from storyboard.story.load import load_story
+from storyboard.story.schema import HiresFix, RenderSettings
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -130,8 +130,8 @@ def test_one_sampler_step_matches_an_independent_computation(
             negative="")  # fmt: skip
     img, _ = render_one(renderer, j)
     comps = renderer.model.components
-    from storyboard.render.denoiser import scaled_linear_alphas_cumprod
     from storyboard.prompt.encode import PromptEncoder
+    from storyboard.render.denoiser import scaled_linear_alphas_cumprod
 
     enc = PromptEncoder(comps.tokenizer, comps.text_encoder, {}, 1)
     c, u = enc.encode([j.prompt_text]), enc.encode([""])

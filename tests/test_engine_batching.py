@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from storyboard.jobs import PanelJob
+from storyboard.prompt.extra_networks import LoraUse
 from storyboard.render.batching import BYTES_PER_POSITION_FP16, estimate_batch_size, group_jobs
 from storyboard.render.engine import DiffusersRenderer, PanelConds
-from storyboard.jobs import PanelJob
 from storyboard.render.progress import RenderProgress
-from storyboard.prompt.extra_networks import LoraUse
 from storyboard.story.schema import HiresFix, RenderSettings
 
 

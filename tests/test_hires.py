@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from storyboard.render.denoiser import scaled_linear_alphas_cumprod
 from storyboard.errors import StoryboardError
+from storyboard.render.denoiser import scaled_linear_alphas_cumprod
 from storyboard.render.hires import (
     LATENT_UPSCALERS,
     hires_size,

@@ -7,7 +7,14 @@ import json
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from storyboard.render.infotext import Infotext, hash_list, make_infotext, parse_hash_list, parse_infotext, quote
+from storyboard.render.infotext import (
+    Infotext,
+    hash_list,
+    make_infotext,
+    parse_hash_list,
+    parse_infotext,
+    quote,
+)
 
 # a1111.md section 4's example, as WebUI v1.10 writes it (with our Version).
 EXAMPLE = (

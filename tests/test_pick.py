@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from storyboard.app.build import build, render_candidates
-from storyboard.render.draft import DraftRenderer
 from storyboard.errors import StoryboardError
+from storyboard.render.draft import DraftRenderer
+from storyboard.story.load import load_story
 from storyboard.story.pick import pick_seed
 from storyboard.story.plan import plan
-from storyboard.story.load import load_story
 
 ROOT = Path(__file__).resolve().parents[1]
 

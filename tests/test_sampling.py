@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-from storyboard.render.denoiser import scaled_linear_alphas_cumprod
 from storyboard.errors import StoryboardError
+from storyboard.render.denoiser import scaled_linear_alphas_cumprod
 from storyboard.render.sampling import (
     SAMPLER_NAMES,
     SAMPLERS,

@@ -88,7 +88,9 @@ def test_a_nan_render_is_refused_naming_the_panel(tmp_path):
                 yield r
 
     loaded = story(tmp_path, 3)
-    with pytest.raises(StoryboardError, match=r"Panel p1 rendered as NaN \(a black image\), so it was not kept"):
+    with pytest.raises(
+        StoryboardError, match=r"Panel p1 rendered as NaN \(a black image\), so it was not kept"
+    ):
         build(loaded, tmp_path / "out", NaNRenderer(), layout=False)
     assert not (tmp_path / "out" / "many" / "panels" / "p1.png").exists()
     assert (tmp_path / "out" / "many" / "panels" / "p0.png").is_file()

@@ -16,7 +16,9 @@ DEMO = ROOT / "stories" / "demo.yaml"
 LIMIT_S = 60  # generous: a refusal takes well under a second plus interpreter start-up
 
 
-def run(*args: str, cwd: Path | None = None, timeout: int = LIMIT_S, code: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path | None = None, timeout: int = LIMIT_S, code: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", STORYBOARD_QUIET="1", COLUMNS="200", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "storyboard", *args]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=timeout)
@@ -83,17 +85,30 @@ def test_version_and_plain_help():
         (lambda t: story(t, text=BILLION_LAUGHS), "expands to more than 500,000 values"),
         (lambda t: story(t, text="a: " + "[" * 5000 + "]" * 5000 + "\n"), "nested more than 64 levels deep"),
         (lambda t: story(t, text="# c\n" * 600_000), "may be at most 2 MB"),
-        (lambda t: story(t, "characters:\n  x: {lora: a, weight: 1e308}"), "s.yaml:5:24: characters.x.weight: "),
-        (lambda t: story(t, "characters:\n  x: {lora: a, weight: .nan}"), "characters.x.weight: Input should be a finite number"),
         (
-            lambda t: story(t, text=STORY.format(extra="").replace("dpi: 20,", "dpi: 20, page_size: [100000, 300],")),
+            lambda t: story(t, "characters:\n  x: {lora: a, weight: 1e308}"),
+            "s.yaml:5:24: characters.x.weight: ",
+        ),
+        (
+            lambda t: story(t, "characters:\n  x: {lora: a, weight: .nan}"),
+            "characters.x.weight: Input should be a finite number",
+        ),
+        (
+            lambda t: story(
+                t, text=STORY.format(extra="").replace("dpi: 20,", "dpi: 20, page_size: [100000, 300],")
+            ),
             "s.yaml:3:51: layout.page_size: a custom page size must be between 50 and 1200 mm",
         ),
         (
-            lambda t: story(t, text=STORY.format(extra="").replace("dpi: 20,", "dpi: 1200, page_size: [1000, 1000],")),
+            lambda t: story(
+                t, text=STORY.format(extra="").replace("dpi: 20,", "dpi: 1200, page_size: [1000, 1000],")
+            ),
             "megapixels",
         ),
-        (lambda t: story(t, text=STORY.format(extra="").replace("scene: one", "scene: x <lora:y:1e308>")), "s.yaml:7:"),
+        (
+            lambda t: story(t, text=STORY.format(extra="").replace("scene: one", "scene: x <lora:y:1e308>")),
+            "s.yaml:7:",
+        ),
     ],
 )
 def test_input_limits_refused_with_a_sentence(tmp_path, make, needle):
@@ -140,9 +155,13 @@ pages:
     assert lines[0] == "error: Story file has 5 problems:"
     # top down, each at the place the story names it (the model is not named: the render block)
     assert lines[1].startswith(f"{path}:2:1: render.model: No checkpoint named 'AnythingV5' was found")
-    assert lines[2].startswith(f"{path}:2:42: render.sampler: Unknown sampler 'Eular a'. (did you mean 'Euler a'")
+    assert lines[2].startswith(
+        f"{path}:2:42: render.sampler: Unknown sampler 'Eular a'. (did you mean 'Euler a'"
+    )
     assert lines[3].startswith(f"{path}:4:15: characters.ann.lora: No lora named 'ann_v1' was found")
-    assert lines[4].startswith(f"{path}:5:15: characters.bob.lora: The lora file /nowhere/bob.safetensors does not")
+    assert lines[4].startswith(
+        f"{path}:5:15: characters.bob.lora: The lora file /nowhere/bob.safetensors does not"
+    )
     assert lines[5].startswith(f"{path}:7:18: style.loras[0].lora: No lora named 'style_x' was found")
     r = run("validate", str(path), "--no-files")
     assert r.returncode == 0 and "OK (story only)" in r.stdout
@@ -167,7 +186,9 @@ def test_internal_error_prints_one_line_and_logs_the_traceback(tmp_path):
     r = run("validate", str(DEMO), code=code)
     assert r.returncode == 1
     (line,) = r.stderr.strip().splitlines()
-    assert line.startswith("internal error: this is a bug in storyboard (ZeroDivisionError); the details are in ")
+    assert line.startswith(
+        "internal error: this is a bug in storyboard (ZeroDivisionError); the details are in "
+    )
     log = Path(line.split("the details are in ")[1].split(",")[0])
     assert "Traceback" in log.read_text() and "oops" in log.read_text()
     log.unlink()

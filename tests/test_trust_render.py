@@ -74,7 +74,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 
 def write_story(folder: Path, tiny: TinyModel, *, sampler: str = "DPM++ 2M", more: str = "") -> Path:
     (folder / "loras").mkdir(parents=True, exist_ok=True)
-    shutil.copy(tiny.root / "models" / "Lora" / "tiny-style.safetensors", folder / "loras" / "mychar.safetensors")
+    shutil.copy(
+        tiny.root / "models" / "Lora" / "tiny-style.safetensors", folder / "loras" / "mychar.safetensors"
+    )
     path = folder / "story.yaml"
     path.write_text(STORY.format(sampler=sampler, root=tiny.root, scene=SCENE, hires=HIRES, more=more))
     return path
@@ -89,7 +91,8 @@ def comic_files(store: Path) -> dict[str, bytes]:
     return {
         k: v
         for k, v in snap.items()
-        if not k.startswith("draft/") and (k.startswith(("panels/", "pages/")) or k.endswith((".pdf", ".cbz")))
+        if not k.startswith("draft/")
+        and (k.startswith(("panels/", "pages/")) or k.endswith((".pdf", ".cbz")))
     }
 
 
@@ -145,7 +148,10 @@ def test_panels_read_back_with_webui_rules(tmp_path, tiny):
         assert len({n for n, _ in pairs}) == len(pairs)  # no name twice: WebUI's dict would drop one
         if pid == "quote":
             # the composer joins a scene's lines with commas; parameter-like text stays prompt text
-            assert 'says "hi, there", then: Steps: 5, Sampler: Euler, Seed: 1, second line: (smile:1.2)' in p["Prompt"]
+            assert (
+                'says "hi, there", then: Steps: 5, Sampler: Euler, Seed: 1, second line: (smile:1.2)'
+                in p["Prompt"]
+            )
             assert "Hires prompt" not in p
             # keyed by the name written in each <lora:NAME:w> tag; tiny-character used twice, listed once
             character = lora_hash(lora_dir / "tiny-character.safetensors")
@@ -160,7 +166,9 @@ def test_panels_read_back_with_webui_rules(tmp_path, tiny):
             assert (p["Size-1"], p["Size-2"]) == ("64", "64")
 
 
-@pytest.mark.parametrize("signum,code,name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+@pytest.mark.parametrize(
+    "signum,code,name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")]
+)
 def test_a_signal_keeps_finished_panels_and_a_rerun_completes(tmp_path, tiny, signum, code, name):
     more = "  - panels:\n" + "".join(f"      - {{id: n{i:02d}, scene: field {i}}}\n" for i in range(14))
     path = write_story(tmp_path, tiny, more=more)

@@ -12,6 +12,7 @@ like 512x768 becomes "<key>-1" and "<key>-2" instead of "<key>".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 
@@ -36,10 +37,8 @@ def read_infotext(text: str) -> dict[str, str]:
     out = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
     for key, value in PARAM.findall(last):
         if value[:1] == '"' and value[-1:] == '"':
-            try:
+            with contextlib.suppress(ValueError):
                 value = json.loads(value)
-            except ValueError:
-                pass
         m = SIZE.match(value)
         if m:
             out[f"{key}-1"], out[f"{key}-2"] = m.group(1), m.group(2)

@@ -26,11 +26,11 @@ from PIL import Image, PngImagePlugin
 
 from storyboard.app.store import PanelStore
 from storyboard.errors import StoryboardError
-from storyboard.writes import safe_child, write_bytes
 from storyboard.jobs import Manifest, ManifestLora, ManifestRecord, PanelJob, Renderer, job_hash
 from storyboard.layout.contact_sheet import contact_sheet
 from storyboard.story.load import LoadedStory
 from storyboard.story.plan import plan
+from storyboard.writes import safe_child, write_bytes
 
 
 def png_bytes(image: Image.Image, infotext: str) -> bytes:
@@ -156,7 +156,10 @@ def _record(
         seed=job.seed,
         positive=job.positive,
         negative=job.negative,
-        loras=[ManifestLora(name=u.name, te=u.te, unet=u.unet, hash=lora_hashes.get(u.name)) for u in job.lora_set],
+        loras=[
+            ManifestLora(name=u.name, te=u.te, unet=u.unet, hash=lora_hashes.get(u.name))
+            for u in job.lora_set
+        ],
         size=list(job.output_size),
         file=os.path.relpath(store.panel_path(job.panel_id), store.root),
         renderer=renderer.name,

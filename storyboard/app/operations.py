@@ -73,7 +73,9 @@ def prompt_problems(loaded: LoadedStory, jobs: Sequence[PanelJob]) -> list[str]:
     out: list[str] = []
     for job in jobs:
         for u in job.loras:
-            if u.owner == "prompt" and not all(math.isfinite(w) and abs(w) <= MAX_LORA_WEIGHT for w in (u.te, u.unet)):
+            if u.owner == "prompt" and not all(
+                math.isfinite(w) and abs(w) <= MAX_LORA_WEIGHT for w in (u.te, u.unet)
+            ):
                 loc = lora_location(loaded, job.panel_id, u.owner, u.name)
                 out.append(
                     f"{position_of(loaded, loc)}: {_dotted(loc)}: the weight of <lora:{u.name}> must be a "
@@ -99,14 +101,20 @@ def file_problems(loaded: LoadedStory, jobs: Sequence[PanelJob]) -> list[str]:
             path = ref if ref.is_absolute() else loaded.base_dir / ref
             if not path.is_file():
                 loc = ("characters", cid, "references", k)
-                out.append(f"{position_of(loaded, loc)}: {_dotted(loc)}: reference image {path} does not exist.")
+                out.append(
+                    f"{position_of(loaded, loc)}: {_dotted(loc)}: reference image {path} does not exist."
+                )
     return sorted(dict.fromkeys(out), key=_line_col)
 
 
 def _line_col(problem: str) -> tuple[int, int]:
     """Sort key: the line and column of a "file:line:col: ..." problem, so the list reads top down."""
     parts = problem.split(": ", 1)[0].rsplit(":", 2)
-    return (int(parts[1]), int(parts[2])) if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit() else (0, 0)
+    return (
+        (int(parts[1]), int(parts[2]))
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit()
+        else (0, 0)
+    )
 
 
 def panel_jobs(story: Path) -> list[PanelJob]:
@@ -171,12 +179,22 @@ def build_story(
         notify(f"waiting: {holder} is building this story right now")
 
     report = build(
-        loaded, out, renderer, only=only, seeds=seeds, wait=wait, on_wait=on_wait, progress=progress, draft=draft
+        loaded,
+        out,
+        renderer,
+        only=only,
+        seeds=seeds,
+        wait=wait,
+        on_wait=on_wait,
+        progress=progress,
+        draft=draft,
     )
     return loaded, report
 
 
-def preview_seeds(panels: Sequence[str], seed: int | None, rng: random.Random | None = None) -> dict[str, int]:
+def preview_seeds(
+    panels: Sequence[str], seed: int | None, rng: random.Random | None = None
+) -> dict[str, int]:
     """The seeds a `render --seed/--reroll` uses: the given one for every panel, else a new one each."""
     rng = rng or random.Random()
     return {pid: seed if seed is not None else rng.randrange(MAX_RANDOM_SEED) for pid in panels}
@@ -234,7 +252,8 @@ def layout(story: Path, out: Path, *, draft: bool = False) -> list[Path]:
     if missing:
         raise StoryboardError(
             f"Panels not rendered yet: {', '.join(missing)}.",
-            hint=f"run: storyboard build {story}" + (" --draft" if draft else " (or lay out drafts: layout --draft)"),
+            hint=f"run: storyboard build {story}"
+            + (" --draft" if draft else " (or lay out drafts: layout --draft)"),
         )
     with store.lock():
         return layout_story(loaded, out_dir)

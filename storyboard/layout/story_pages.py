@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from storyboard.app.store import PanelStore
 from storyboard.layout import render_comic
 from storyboard.layout.types import Balloon, LayoutMeta, LayoutPage, LayoutPanel
 from storyboard.story.compose import template_dirs
-from storyboard.app.store import PanelStore
 from storyboard.story.load import LoadedStory
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,8 +22,8 @@ from storyboard.jobs import PanelJob, RenderSettings
 from storyboard.models.pickle_gate import refuse_pickle
 from storyboard.models.registry import Registry
 from storyboard.render.resolve import Resolver, checkpoint_kind
-from storyboard.story.schema import HiresFix
 from storyboard.render.sampling import SAMPLER_NAMES, parse_sampler_name
+from storyboard.story.schema import HiresFix
 
 # WebUI samplers this engine does not implement: named so, rather than as typos.
 WEBUI_ONLY_SAMPLERS = ("DPM fast", "DPM adaptive", "Restart", "DDIM CFG++", "PLMS", "UniPC", "LCM")
@@ -85,23 +86,23 @@ def validate_files(jobs: Sequence[PanelJob], base_dir: Path) -> list[FileProblem
     for job in jobs:
         s = job.settings
         key = s.model_dump_json()
-        check(job, ("render", "sampler"), key, lambda s=s: parse_sampler(s.sampler, s.schedule))
+        check(job, ("render", "sampler"), key, partial(parse_sampler, s.sampler, s.schedule))
         hr = s.hires
         if hr is not None:
-            check(job, ("render", "hires", "denoising_strength"), key, lambda hr=hr: _denoise(hr))
+            check(job, ("render", "hires", "denoising_strength"), key, partial(_denoise, hr))
             if hr.sampler:
-                check(job, ("render", "hires", "sampler"), key, lambda hr=hr: parse_sampler(hr.sampler or ""))
+                check(job, ("render", "hires", "sampler"), key, partial(parse_sampler, hr.sampler))
         reg = resolver.registry(s)
-        kind = check(job, ("render", "model"), key, lambda s=s, reg=reg: _checkpoint(s, reg))
+        kind = check(job, ("render", "model"), key, partial(_checkpoint, s, reg))
         if s.vae:
-            check(job, ("render", "vae"), key, lambda s=s, reg=reg: _vae(s, reg))
-        check(job, ("render", "hires", "upscaler"), key, lambda s=s, reg=reg: resolver.upscaler_file(s, reg))
+            check(job, ("render", "vae"), key, partial(_vae, s, reg))
+        check(job, ("render", "hires", "upscaler"), key, partial(resolver.upscaler_file, s, reg))
         for use in job.loras:
             check(
                 job,
                 ("lora", use.owner, use.name),
                 f"{key}|{use.ref or use.name}",
-                lambda s=s, u=use, reg=reg, k=kind: resolver.find_lora(s, u, reg, k),
+                partial(resolver.find_lora, s, use, reg, kind),
             )
     return list(problems.values())
 

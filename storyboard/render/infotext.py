@@ -199,7 +199,9 @@ def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embed
     # WebUI writes the schedule its get_sigmas resolves: a sampler with a default schedule (DPM++ 2M:
     # Karras) overwrites "Automatic" with it; "Automatic" stays only where none applies (Euler a).
     schedule = spec.schedule_label or SCHEDULE_LABELS[spec.schedule]
-    hr_schedule = (hr_spec.schedule_label or SCHEDULE_LABELS[hr_spec.schedule]) if hr_spec is not None else None
+    hr_schedule = (
+        (hr_spec.schedule_label or SCHEDULE_LABELS[hr_spec.schedule]) if hr_spec is not None else None
+    )
     info = Infotext(
         prompt=job.positive,
         negative=job.negative,
@@ -221,7 +223,9 @@ def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embed
         if own_hr_sampler and hr_spec is not None and hr_spec.sampler != spec.sampler
         else None,
         hires_prompt=hr.prompt if hr is not None and hr.prompt and hr.prompt != job.positive else None,
-        hires_negative=hr.negative if hr is not None and hr.negative and hr.negative != job.negative else None,
+        hires_negative=hr.negative
+        if hr is not None and hr.negative and hr.negative != job.negative
+        else None,
         hires_schedule_type=hr_schedule if own_hr_sampler and hr_schedule != schedule else None,
         hires_upscale=float(hr.scale) if hr else None,
         hires_steps=hr.steps if hr and hr.steps else None,

@@ -97,7 +97,11 @@ def _validate(doc: YamlDocument) -> LoadedStory:
         raise StoryError(problems)
     panel_render = _panel_render_settings(story, doc)
     return LoadedStory(
-        story=story, path=doc.path, panel_render=panel_render, doc=doc, warnings=tuple(_weight_warnings(story, doc))
+        story=story,
+        path=doc.path,
+        panel_render=panel_render,
+        doc=doc,
+        warnings=tuple(_weight_warnings(story, doc)),
     )
 
 

@@ -10,9 +10,9 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from storyboard.errors import StoryboardError
-from storyboard.writes import atomic_write_text
-from storyboard.story.schema import MAX_SEED
 from storyboard.story.load import load_story
+from storyboard.story.schema import MAX_SEED
+from storyboard.writes import atomic_write_text
 
 
 def _round_trip() -> YAML:

@@ -144,7 +144,9 @@ _INDENT = re.compile(r"(?m)^[ \t]+")
 
 def parse_yaml(text: str, path: Path) -> YamlDocument:
     if len(text) > MAX_FILE_BYTES:
-        raise StoryboardError(f"{path}: the text is over {MAX_FILE_BYTES // 2**20} MB; a story needs far less.")
+        raise StoryboardError(
+            f"{path}: the text is over {MAX_FILE_BYTES // 2**20} MB; a story needs far less."
+        )
     _check_nesting(text, path)
     try:
         data = _yaml().load(text)
