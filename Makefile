@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine (no GPU, no model weights needed):
-#   make demo   builds stories/demo.yaml into output/demo/ (draft panels when models are missing)
+#   make demo   builds stories/demo.yaml into output/demo/ (with --draft into output/demo/draft/ when
+#               the models are missing: a build never turns into a draft on its own)
 #   make test   runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,7 +23,10 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/storyboard build stories/demo.yaml
+	$(VENV)/bin/storyboard validate stories/demo.yaml >/dev/null 2>&1 \
+		&& $(VENV)/bin/storyboard build stories/demo.yaml \
+		|| { echo "models not installed: drawing draft panels (see README 'Real models')"; \
+		     $(VENV)/bin/storyboard build stories/demo.yaml --draft; }
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

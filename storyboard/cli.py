@@ -1,11 +1,18 @@
-"""The `storyboard` command: each subcommand does one thing, says what it did, and fails with a sentence."""
+"""The `storyboard` command: each subcommand does one thing, says what it did, and fails with a sentence.
+
+Exit codes: 0 done; 2 a mistake the user can fix (story, files, options: one sentence, no traceback);
+1 an environment problem (disk full, permission denied) or a bug (the traceback goes to a log file);
+130 / 143 stopped by Ctrl-C / SIGTERM, with every finished panel kept.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -20,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -37,13 +45,41 @@ def _notify(message: str) -> None:
     err_console.print(message, markup=False, style=style)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from storyboard import __version__
+
+        console.print(f"storyboard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Turn a story file into a comic whose characters stay on-model, rendered the way WebUI would."""
+
+
 @app.command()
-def validate(story: StoryArg) -> None:
-    """Check a story file and report every problem with its line and column."""
+def validate(
+    story: StoryArg,
+    no_files: Annotated[
+        bool, typer.Option("--no-files", help="Check the story alone, not its model files and samplers.")
+    ] = False,
+) -> None:
+    """Check everything a build checks before loading weights; report every problem with its place."""
     from storyboard.app import validate as validate_story
 
-    s = validate_story(story)
-    console.print(f"{story}: OK: {s.pages} pages, {s.panels} panels, {s.characters} characters.")
+    s = validate_story(story, files=not no_files)
+    for w in s.warnings:
+        _notify(f"warning: {w}")
+    checked = "story only" if no_files else "story, samplers and model files"
+    console.print(
+        f"{story}: OK ({checked}): {s.pages} pages, {s.panels} panels, {s.characters} characters.",
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -86,24 +122,36 @@ def prompts(
     console.print(table)
 
 
+class _Run:
+    """What a running build has finished, for the message when it is stopped."""
+
+    panels_dir: Path | None = None
+    finished = 0
+    signal: int | None = None
+
+
 def _run_build(
     story: Path,
     out: Path,
     *,
     draft: bool,
-    require_models: bool,
     only: list[str] | None = None,
     seeds: dict[str, int] | None = None,
     wait: bool = True,
 ) -> None:
     from storyboard.app import build_story
+    from storyboard.app.build import DRAFT_DIR
+    from storyboard.story.load import story_slug
+
+    _Run.panels_dir = out / story_slug(story) / (DRAFT_DIR if draft else "") / "panels"
 
     def progress(panel_id: str, done: int, total: int) -> None:
+        _Run.finished = done
         if not _quiet() or done == total or done % 10 == 0:
             err_console.print(f"  rendered {panel_id} ({done}/{total})")
 
     loaded, report = build_story(
-        story, out, draft=draft, require_models=require_models, only=only, seeds=seeds, wait=wait,
+        story, out, draft=draft, only=only, seeds=seeds, wait=wait,
         quiet=_quiet(), notify=_notify, progress=progress,
     )  # fmt: skip
     console.print(
@@ -122,17 +170,19 @@ def build_cmd(
     story: StoryArg,
     out: OutOpt = Path("output"),
     draft: Annotated[
-        bool, typer.Option("--draft", help="Draw labelled placeholder panels; no GPU or models.")
+        bool,
+        typer.Option("--draft", help="Draw labelled placeholder panels into OUT/<story>/draft/; no models."),
     ] = False,
     require_models: Annotated[
-        bool, typer.Option("--require-models", help="Fail instead of drawing drafts when models are missing.")
+        bool, typer.Option("--require-models", hidden=True, help="No effect: models are always required.")
     ] = False,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Fail at once if another build holds the story.")
     ] = False,
 ) -> None:
-    """Build the whole comic into OUT/<story>/: panels, pages, PDF, CBZ; only changed panels are rendered."""
-    _run_build(story, out, draft=draft, require_models=require_models, wait=not no_wait)
+    """Build the whole comic into OUT/<story>/: panels, pages, PDF, CBZ; only changed panels are rendered.
+    A missing or wrong model file fails the build with every problem listed; nothing is replaced."""
+    _run_build(story, out, draft=draft, wait=not no_wait)
 
 
 @app.command()
@@ -147,7 +197,9 @@ def render(
     candidates: Annotated[
         int, typer.Option("--candidates", "-k", min=0, max=64, help="Render K seeds plus a contact sheet.")
     ] = 0,
-    draft: Annotated[bool, typer.Option("--draft", help="Draft placeholders; no GPU or models.")] = False,
+    draft: Annotated[
+        bool, typer.Option("--draft", help="Draft placeholders in OUT/<story>/draft/; no GPU or models.")
+    ] = False,
 ) -> None:
     """Re-render just the given panels (other panels stay byte-identical), then re-lay out."""
     from storyboard import app as ops
@@ -166,7 +218,7 @@ def render(
         seeds = ops.preview_seeds(panel, seed)
         for pid, s in seeds.items():
             console.print(f"{pid}: seed {s} (keep it with: storyboard pick {story} {pid} {s})")
-    _run_build(story, out, draft=draft, require_models=False, only=panel, seeds=seeds)
+    _run_build(story, out, draft=draft, only=panel, seeds=seeds)
 
 
 @app.command()
@@ -183,11 +235,15 @@ def pick(
 
 
 @app.command()
-def layout(story: StoryArg, out: OutOpt = Path("output")) -> None:
+def layout(
+    story: StoryArg,
+    out: OutOpt = Path("output"),
+    draft: Annotated[bool, typer.Option("--draft", help="Lay out the draft panels instead.")] = False,
+) -> None:
     """Lay the pages out again from the rendered (or draft) panels; no GPU needed."""
     from storyboard.app import layout as layout_pages
 
-    files = layout_pages(story, out)
+    files = layout_pages(story, out, draft=draft)
     for f in files:
         if f.suffix in {".pdf", ".cbz"}:
             console.print(f"wrote {f}")
@@ -239,25 +295,83 @@ def _register_subapps() -> None:
 _register_subapps()
 
 
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    # Both signals unwind the build the way Ctrl-C does, so open files are closed, temp files removed,
+    # the manifest written and the lock released; main() then reports what was kept.
+    _Run.signal = signum
+    raise KeyboardInterrupt
+
+
+def _interrupted(signum: int) -> SystemExit:
+    kept = (
+        f"the {_Run.finished} panel(s) finished in this run are kept" if _Run.finished else "nothing was lost"
+    )
+    where = f" in {_Run.panels_dir}" if _Run.panels_dir is not None and _Run.finished else ""
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    err_console.print(
+        f"interrupted ({name}): {kept}{where}; run the same command again to finish.", markup=False
+    )
+    return SystemExit(128 + signum)
+
+
+def _usage_error(exc: BaseException) -> SystemExit | None:
+    """click's own usage errors (typer may vendor click, so matched by shape, not class)."""
+    show = getattr(exc, "show", None)
+    code = getattr(exc, "exit_code", None)
+    if not callable(show) or not isinstance(code, int):
+        return None
+    show()
+    return SystemExit(2 if type(exc).__name__ == "NoArgsIsHelpError" else code)
+
+
+def _bug(exc: BaseException) -> SystemExit:
+    import tempfile
+    import time
+    import traceback
+
+    fd, log = tempfile.mkstemp(prefix=f"storyboard-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"storyboard {' '.join(sys.argv[1:])}\n\n")
+        traceback.print_exception(exc, file=f)
+    err_console.print(
+        f"internal error: this is a bug in storyboard ({type(exc).__name__}); the details are in {log}, "
+        "please include that file in a bug report.",
+        markup=False,
+        style="red",
+        soft_wrap=True,
+    )
+    return SystemExit(1)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)
     except StoryboardError as exc:
         # markup off: messages quote field paths like pages[0] that rich would take for tags
         err_console.print(f"error: {exc}", markup=False, style="red", soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        err_console.print("interrupted: every finished panel is kept; run the same command again to resume.")
-        raise SystemExit(130) from None
-    except (typer.Abort, typer.Exit) as exc:
-        raise SystemExit(getattr(exc, "exit_code", 1)) from None
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
+        raise _interrupted(_Run.signal or signal.SIGINT) from None
+    except OSError as exc:
+        # The machine's problem, not the story's: a full disk, a folder without write permission.
+        what = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        err_console.print(f"error: {what}.", markup=False, style="red", soft_wrap=True)
+        raise SystemExit(1) from None
+    except Exception as exc:
+        if type(exc).__name__ in ("Exit", "Abort"):  # click's, possibly vendored by typer
+            if _Run.signal is not None or type(exc).__name__ == "Abort":
+                raise _interrupted(_Run.signal or signal.SIGINT) from None
+            raise SystemExit(getattr(exc, "exit_code", 0)) from None
+        usage = _usage_error(exc)
+        if usage is not None:
+            raise usage from None
+        raise _bug(exc) from None
+    if _Run.signal is not None:  # typer turned the KeyboardInterrupt into a returned 130
+        raise _interrupted(_Run.signal)
+    if isinstance(rv, int) and rv:
+        raise SystemExit(rv)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from storyboard.errors import StoryboardError
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
 from storyboard.story.regions import Box, format_box, parse_regions, split_ratios
-from storyboard.story.schema import RenderSettings
+from storyboard.story.schema import HiresFix, RenderSettings
 
 if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "HiresFix",
     "Box",
     "format_box",
     "parse_regions",

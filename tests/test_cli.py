@@ -27,7 +27,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 
 def test_validate_ok_and_error(tmp_path):
-    r = run("validate", str(DEMO))
+    r = run("validate", str(DEMO), "--no-files")
     assert r.returncode == 0, r.stderr
     assert "2 pages, 6 panels, 2 characters" in r.stdout
     bad = tmp_path / "bad.yaml"
@@ -83,7 +83,8 @@ def test_init_then_build_draft(tmp_path):
     r = run("build", str(story), "--draft", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "rendered 2 panel(s), reused 0" in r.stdout
-    img = Image.open(out / "example" / "panels" / "p1.1.png")
+    img = Image.open(out / "example" / "draft" / "panels" / "p1.1.png")
+    assert not (out / "example" / "panels").exists()  # drafts never land where real renders go
     # The planner shapes the 512x512 budget to the panel's frame; the draft is drawn at that size.
     from storyboard.story.load import load_story
     from storyboard.story.plan import plan
@@ -92,16 +93,25 @@ def test_init_then_build_draft(tmp_path):
     assert "storyboard draft" in img.text["parameters"]  # type: ignore[attr-defined]
 
 
-def test_build_without_models_falls_back_to_draft_and_says_so(tmp_path):
+def test_build_without_models_fails_with_every_missing_file_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
     r = run("build", str(DEMO), "--out", str(out))
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    # One run names the checkpoint and every LoRA, each where the story names it.
+    assert f"{DEMO}:26:10: render.model: No checkpoint named 'AnythingV5Ink_ink'" in r.stderr
+    assert f"{DEMO}:13:11: characters.haru.lora: No lora named 'Haru_guitar_boy_v2'" in r.stderr
+    assert f"{DEMO}:20:13: style.loras[0].lora: No lora named 'blindbox_v1_mix'" in r.stderr
+    # iku's LoRA is named in characters/iku.yaml; the story's reference to that file is the place.
+    assert f"{DEMO}:10:3: characters.iku.lora: No lora named 'Iku_Nakatani-000016_v1.0'" in r.stderr
+    assert r.stderr.index(":10:3:") < r.stderr.index(":13:11:") < r.stderr.index(":20:13:")
+    assert "--draft" in r.stderr
+    assert not out.exists()
+    r = run("build", str(DEMO), "--out", str(out), "--draft")
     assert r.returncode == 0, r.stderr
-    assert "DRAFT" in r.stderr
-    assert "rendered 6 panel(s)" in r.stdout
-    assert Image.open(out / "demo" / "panels" / "meet.png").size == (1232, 928)  # its landscape frame
-    assert len(list((out / "demo").glob("*.pdf"))) == 1
-    r = run("build", str(DEMO), "--out", str(out), "--require-models")
-    assert r.returncode == 2 and "AnythingV5Ink_ink" in r.stderr
+    assert Image.open(out / "demo" / "draft" / "panels" / "meet.png").size == (1232, 928)  # landscape frame
+    assert len(list((out / "demo" / "draft").glob("*.pdf"))) == 1
+    assert not list((out / "demo").glob("*.pdf"))
 
 
 def test_render_single_panel_candidates_pick_and_layout(tmp_path):
@@ -113,7 +123,7 @@ def test_render_single_panel_candidates_pick_and_layout(tmp_path):
     out = tmp_path / "out"
     assert run("layout", str(story), "--out", str(out)).returncode == 2  # nothing rendered yet
     assert run("build", str(story), "--draft", "--out", str(out)).returncode == 0
-    panels = out / "demo" / "panels"
+    panels = out / "demo" / "draft" / "panels"
     before = {p.name: p.read_bytes() for p in panels.glob("*.png")}
     r = run("render", str(story), "--panel", "listen", "--seed", "7", "--draft", "--out", str(out))
     assert r.returncode == 0, r.stderr
@@ -122,13 +132,14 @@ def test_render_single_panel_candidates_pick_and_layout(tmp_path):
     assert {k for k in before if before[k] != after[k]} == {"listen.png"}
     r = run("render", str(story), "--panel", "gate", "--candidates", "3", "--draft", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert (out / "demo" / "candidates" / "gate" / "sheet.png").is_file()
-    assert len(list((out / "demo" / "candidates" / "gate").glob("seed-*.png"))) == 3
+    assert (out / "demo" / "draft" / "candidates" / "gate" / "sheet.png").is_file()
+    assert len(list((out / "demo" / "draft" / "candidates" / "gate").glob("seed-*.png"))) == 3
     r = run("render", str(story), "--panel", "nope", "--draft", "--out", str(out))
     assert r.returncode == 2 and "No panel 'nope'" in r.stderr
     r = run("pick", str(story), "listen", "7")
     assert r.returncode == 0 and "seed: 7" in story.read_text()
-    r = run("layout", str(story), "--out", str(out))
+    assert run("layout", str(story), "--out", str(out)).returncode == 2  # no real renders
+    r = run("layout", str(story), "--out", str(out), "--draft")
     assert r.returncode == 0, r.stderr
     assert "3 page image(s)" in r.stdout  # title page + 2 story pages
 

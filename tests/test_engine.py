@@ -455,15 +455,18 @@ def test_esrgan_hires_upscaler_from_the_upscaler_folder(
     "sampler,schedule,written",
     [
         ("Euler a", "Automatic", "Automatic"),
-        ("DPM++ 2M", "Karras", "Karras"),
+        ("DPM++ 2M", "Automatic", "Karras"),
+        ("DPM++ 3M SDE", "Automatic", "Exponential"),
+        ("DPM++ 2M", "Uniform", "Uniform"),
         ("DPM++ 2M Karras", "Automatic", "Karras"),
     ],
 )
-def test_schedule_type_is_written_as_chosen(
+def test_schedule_type_is_written_as_resolved(
     tiny: TinyModel, renderer: DiffusersRenderer, sampler: str, schedule: str, written: str
 ) -> None:
-    # WebUI's create_infotext writes p.scheduler: the user's choice ("Automatic" stays "Automatic");
-    # an old combined name like "DPM++ 2M Karras" is split into sampler and schedule first.
+    # WebUI's get_sigmas overwrites "Schedule type" with the schedule it resolves: a sampler's default
+    # (DPM++ 2M: Karras) for "Automatic"; "Automatic" stays only where the sampler has none (Euler a).
+    # An old combined name like "DPM++ 2M Karras" is split into sampler and schedule first.
     _, info = render_one(renderer, job(tiny, sampler=sampler, schedule=schedule, steps=2, hires=None))
     p = parse_infotext(info)
     assert p["Schedule type"] == written and p["Sampler"] == sampler.removesuffix(" Karras")

@@ -21,6 +21,8 @@ WAIT_MS = 120_000  # generous: a loaded CI machine is slow, and nothing here mea
 
 try:
     from playwright.sync_api import Page, expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)  # every expectation, not only page actions
 except ImportError:  # pragma: no cover - CI installs it (.ci/run); only a bare dev machine lacks it
     sync_playwright = None  # type: ignore[assignment]
 
@@ -78,8 +80,9 @@ def wait_done(page: Page, panel_id: str) -> None:
 def review_loop(page: Page, live: Live, name: str) -> None:
     """Open, build, reroll, 3 candidates, pick: asserting the files and the page at each step."""
     story, out = live.session.story, live.session.out
-    slug = story.stem
-    panel_dir = out / slug / "panels"
+    # Drafts have their own store beside the real one; the page shows whichever its session renders.
+    root = out / story.stem / ("draft" if live.session.draft else "")
+    panel_dir = root / "panels"
     page.goto(live.url)
     expect(page.locator("#pages .empty")).to_be_visible()
     page.get_by_role("button", name="Build missing panels").click()  # the page reloads to follow it
@@ -93,7 +96,7 @@ def review_loop(page: Page, live: Live, name: str) -> None:
     z.locator("button.reroll").click()
     wait_done(page, "garden")
     reroll_seed = int(z.locator(".preview-seed").inner_text())
-    manifest = Manifest.parse((out / slug / "manifest.json").read_text(), "manifest")
+    manifest = Manifest.parse((root / "manifest.json").read_text(), "manifest")
     assert manifest.panels["garden"].seed == reroll_seed
     assert story.read_text() == story_before  # a reroll is a preview until kept
     expect(z.locator(".job")).to_contain_text(f"reroll garden (seed {reroll_seed}): done")
@@ -109,7 +112,7 @@ def review_loop(page: Page, live: Live, name: str) -> None:
     ]
     assert len(set(seeds)) == 3
     for s in seeds:
-        assert (out / slug / "candidates" / "garden" / f"seed-{s}.png").is_file()
+        assert (root / "candidates" / "garden" / f"seed-{s}.png").is_file()
     shot(page, f"{name}-3-candidates")
 
     pick = z.locator("figure.candidate:not(.current)").first
@@ -120,7 +123,7 @@ def review_loop(page: Page, live: Live, name: str) -> None:
     assert changed_lines(story_before, story.read_text()) == [f"+        seed: {picked}"]
     wait_done(page, "garden")
     expect(z.locator(".preview")).to_have_count(0)
-    chosen = (out / slug / "candidates" / "garden" / f"seed-{picked}.png").read_bytes()
+    chosen = (root / "candidates" / "garden" / f"seed-{picked}.png").read_bytes()
     assert (panel_dir / "garden.png").read_bytes() == chosen
     stamp = (panel_dir / "garden.png").stat().st_mtime_ns
     expect(z.locator(".image img")).to_have_attribute("src", f"/files/panels/garden.png?v={stamp}")

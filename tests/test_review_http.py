@@ -78,13 +78,13 @@ def test_files_come_only_from_the_output_folder(
 ) -> None:
     c, _ = client
     story, out = built
-    panel = out / "demo" / "panels" / "gate.png"
+    panel = out / "demo" / "draft" / "panels" / "gate.png"
     r = c.get("/files/panels/gate.png")
     assert r.status_code == 200 and r.content == panel.read_bytes()
     secret = tmp_path / "secret.txt"
     secret.write_text("secret")
-    (out / "demo" / "link.txt").symlink_to(secret)
-    (out / "demo" / "linkdir").symlink_to(tmp_path)
+    (out / "demo" / "draft" / "link.txt").symlink_to(secret)
+    (out / "demo" / "draft" / "linkdir").symlink_to(tmp_path)
     for bad in [
         "/files/..%2F..%2Fsecret.txt",
         "/files/panels/..%2F..%2F..%2Fsecret.txt",
@@ -237,7 +237,7 @@ def test_consistency_scores_show_when_the_check_ran(client: tuple[TestClient, Se
         appearances=[Appearance(panel_id="gate", character="iku", box=(0, 0, 9, 9), distance=0.4123,
                                 off_model=True)],
     )  # fmt: skip
-    check_dir = session.out / "demo" / "check"
+    check_dir = session.out / "demo" / "draft" / "check"  # beside the panels this draft session shows
     check_dir.mkdir(parents=True)
     (check_dir / "report.json").write_text(report.model_dump_json())
     page = c.get("/").text

@@ -4,11 +4,20 @@ Each panel's job hash covers everything that changes its pixels (the PanelJob's 
 renderer's identity for it: model/VAE/LoRA/embedding file hashes and engine version). A panel whose
 hash is in the store is reused; the rest are rendered and written one by one, each atomically, so an
 interrupted build resumes where it stopped.
+
+The cache is the record of what is done; the manifest describes it and is rewritten at most once per
+MANIFEST_INTERVAL seconds (and at the end), so a build of thousands of panels keeps a steady rate. A
+build killed in between loses only manifest lines, which the next build rewrites from the cache.
+
+Draft builds go to their own store, output/<story>/draft/, so a draft never replaces a real render,
+page, PDF or CBZ.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,11 +25,12 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from storyboard.app.store import PanelStore
+from storyboard.errors import StoryboardError
 from storyboard.jobs import Manifest, ManifestLora, ManifestRecord, PanelJob, Renderer, job_hash
 from storyboard.layout.contact_sheet import contact_sheet
 from storyboard.story.load import LoadedStory
 from storyboard.story.plan import plan
-from storyboard.writes import atomic_copy, atomic_write_bytes, safe_child
+from storyboard.writes import safe_child, write_bytes
 
 
 def png_bytes(image: Image.Image, infotext: str) -> bytes:
@@ -43,10 +53,15 @@ class BuildReport:
 
 
 ProgressFn = Callable[[str, int, int], None]
+DRAFT_DIR = "draft"
+MANIFEST_INTERVAL = 2.0  # seconds between manifest rewrites during a render
 
 
-def output_dir(loaded: LoadedStory, out_root: Path) -> Path:
-    return safe_child(out_root, loaded.slug)
+def output_dir(loaded: LoadedStory, out_root: Path, *, draft: bool = False) -> Path:
+    """output/<story>/, or its draft/ folder for a draft build. output/<story> itself may be a symlink
+    (a folder on another disk); nothing inside it may be (storyboard.writes)."""
+    real = Path(os.path.abspath(out_root)) / loaded.slug  # a slug is one safe path component
+    return safe_child(real, DRAFT_DIR) if draft else real
 
 
 def missing_panels(loaded: LoadedStory, store: PanelStore) -> list[str]:
@@ -65,13 +80,14 @@ def build(
     wait: bool = True,
     on_wait: Callable[[str], None] | None = None,
     progress: ProgressFn | None = None,
+    draft: bool = False,
 ) -> BuildReport:
     """Render what is missing (or just `only`, with optional seed overrides), then lay out.
 
     `seeds` renders those panels with other seeds without touching the story file: a preview; the
     panel file then shows that render until the next build (`storyboard pick` makes it permanent).
     """
-    out_dir = output_dir(loaded, out_root)
+    out_dir = output_dir(loaded, out_root, draft=draft)
     store = PanelStore(out_dir)
     report = BuildReport(out_dir=out_dir, renderer=renderer.name)
     jobs = plan(loaded)
@@ -89,17 +105,23 @@ def build(
                 old = entries.get(j.panel_id)
                 if old is None or old.job_hash != hashes[j.panel_id]:
                     entries[j.panel_id] = _record(j, hashes[j.panel_id], store, renderer, None)
-        for done, result in enumerate(renderer.render(todo), start=1):
-            h = hashes[result.job.panel_id]
-            store.put(h, png_bytes(result.image, result.infotext))
-            store.publish(result.job.panel_id, h)
-            entries[result.job.panel_id] = _record(result.job, h, store, renderer, result.seconds)
-            report.rendered.append(result.job.panel_id)
-            # The manifest is rewritten after every panel so a killed build still describes its work.
+        last_write = time.monotonic()
+        try:
+            for done, result in enumerate(renderer.render(todo), start=1):
+                _refuse_nonfinite(result.job, result.image)
+                h = hashes[result.job.panel_id]
+                store.put(h, png_bytes(result.image, result.infotext))
+                store.publish(result.job.panel_id, h)
+                entries[result.job.panel_id] = _record(result.job, h, store, renderer, result.seconds)
+                report.rendered.append(result.job.panel_id)
+                if time.monotonic() - last_write >= MANIFEST_INTERVAL:
+                    store.write_manifest(_manifest(loaded, jobs, entries))
+                    last_write = time.monotonic()
+                if progress:
+                    progress(result.job.panel_id, done, len(todo))
+        finally:
+            # Also on Ctrl-C / SIGTERM, so the manifest names every panel that was kept.
             store.write_manifest(_manifest(loaded, jobs, entries))
-            if progress:
-                progress(result.job.panel_id, done, len(todo))
-        store.write_manifest(_manifest(loaded, jobs, entries))
         if layout:
             missing = missing_panels(loaded, store)
             if missing:
@@ -110,6 +132,18 @@ def build(
                 report.layout_files = layout_story(loaded, out_dir)
                 report.notes += frame_warnings(loaded, store)
     return report
+
+
+def _refuse_nonfinite(job: PanelJob, image: Image.Image) -> None:
+    from storyboard.render.decode import NONFINITE
+
+    if image.info.get(NONFINITE):
+        weights = ", ".join(f"{u.name}:{u.te:g}" for u in job.lora_set) or "none"
+        raise StoryboardError(
+            f"Panel {job.panel_id} rendered as NaN (a black image), so it was not kept.",
+            hint=f"lower its LoRA weights ({weights}) or cfg_scale ({job.settings.cfg_scale:g}), "
+            "or try another VAE",
+        )
 
 
 def _record(
@@ -128,7 +162,7 @@ def _record(
             for u in job.lora_set
         ],
         size=list(job.output_size),
-        file=str(store.panel_path(job.panel_id).relative_to(store.root.resolve())),
+        file=os.path.relpath(store.panel_path(job.panel_id), store.root),
         renderer=renderer.name,
         render_seconds=None if seconds is None else round(seconds, 3),
     )
@@ -141,14 +175,20 @@ def _manifest(loaded: LoadedStory, jobs: list[PanelJob], entries: dict[str, Mani
 
 
 def render_candidates(
-    loaded: LoadedStory, out_root: Path, renderer: Renderer, panel_id: str, seeds: Sequence[int]
+    loaded: LoadedStory,
+    out_root: Path,
+    renderer: Renderer,
+    panel_id: str,
+    seeds: Sequence[int],
+    *,
+    draft: bool = False,
 ) -> tuple[list[tuple[int, Path]], Path]:
     """Render one panel with several seeds, side by side in a contact sheet, without changing the panel.
 
     Candidates go into the content-addressed store too, so after `storyboard pick` the next build
     reuses the chosen render instead of rendering it again.
     """
-    out_dir = output_dir(loaded, out_root)
+    out_dir = output_dir(loaded, out_root, draft=draft)
     store = PanelStore(out_dir)
     base = next(j for j in plan(loaded) if j.panel_id == panel_id)
     jobs = [replace(base, seed=s) for s in seeds]
@@ -162,11 +202,11 @@ def render_candidates(
             src = store.cache_path(job_hash(j, renderer))
             dst = cand_dir / f"seed-{j.seed}.png"
             if not dst.is_file():
-                atomic_copy(src, dst)
+                write_bytes(out_dir, dst, src.read_bytes())
             results.append((j.seed, dst))
         sheet = contact_sheet([(f"seed {s}", p) for s, p in results], title=f"{panel_id}: candidates")
         sheet_path = cand_dir / "sheet.png"
         buf = io.BytesIO()
         sheet.save(buf, format="PNG")
-        atomic_write_bytes(sheet_path, buf.getvalue())
+        write_bytes(out_dir, sheet_path, buf.getvalue())
     return results, sheet_path

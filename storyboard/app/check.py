@@ -157,7 +157,7 @@ def check_story(
             from storyboard.story.load import load_story
 
             # Drafts would "fix" nothing: a missing model is an error here, not a fallback.
-            renderer = make_renderer(load_story(story), draft=False, require_models=True, quiet=True)
+            renderer = make_renderer(load_story(story), draft=False, quiet=True)
         candidates, record, picked = _fix_callables(paths, out_root, renderer)
         fixed = fix_panels(
             report,

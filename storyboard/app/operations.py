@@ -7,6 +7,7 @@ through the `notify` callback; results come back as values.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,8 +17,16 @@ from storyboard.app.build import BuildReport, ProgressFn, build, missing_panels,
 from storyboard.app.store import PanelStore
 from storyboard.errors import StoryboardError
 from storyboard.jobs import PanelJob, Renderer
-from storyboard.story.load import LoadedStory, load_story
+from storyboard.story.load import (
+    LoadedStory,
+    StoryError,
+    load_story,
+    lora_location,
+    position_of,
+    setting_location,
+)
 from storyboard.story.plan import plan
+from storyboard.story.schema import MAX_LORA_WEIGHT
 
 Notify = Callable[[str], None]
 MAX_RANDOM_SEED = 4294967295
@@ -34,13 +43,78 @@ class StorySummary:
     pages: int
     panels: int
     characters: int
+    warnings: tuple[str, ...] = ()
 
 
-def validate(story: Path) -> StorySummary:
-    """Load and check a story; raises StoryError listing every problem with its position."""
+def validate(story: Path, *, files: bool = True) -> StorySummary:
+    """Check a story the way `build` does before loading weights: the file itself and, with `files`,
+    every sampler, setting and model file it names. Raises StoryError listing every problem with its
+    file:line:column."""
     loaded = load_story(story)
+    jobs = plan(loaded)
+    problems = prompt_problems(loaded, jobs)
+    if files:
+        problems += file_problems(loaded, jobs)
+    if problems:
+        raise StoryError(problems)
     s = loaded.story
-    return StorySummary(story, s.title, len(s.pages), sum(len(p.panels) for p in s.pages), len(s.characters))
+    return StorySummary(
+        story, s.title, len(s.pages), sum(len(p.panels) for p in s.pages), len(s.characters), loaded.warnings
+    )
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
+
+
+def prompt_problems(loaded: LoadedStory, jobs: Sequence[PanelJob]) -> list[str]:
+    """`<lora:name:w>` tags in scene text with weights no render survives (the schema checks the
+    LoRAs a story lists itself)."""
+    out: list[str] = []
+    for job in jobs:
+        for u in job.loras:
+            if u.owner == "prompt" and not all(
+                math.isfinite(w) and abs(w) <= MAX_LORA_WEIGHT for w in (u.te, u.unet)
+            ):
+                loc = lora_location(loaded, job.panel_id, u.owner, u.name)
+                out.append(
+                    f"{position_of(loaded, loc)}: {_dotted(loc)}: the weight of <lora:{u.name}> must be a "
+                    f"number between -{MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}."
+                )
+    return out
+
+
+def file_problems(loaded: LoadedStory, jobs: Sequence[PanelJob]) -> list[str]:
+    """Every missing or wrong model file, sampler or hires setting, and missing reference image, each
+    once, at the place in the story that names it."""
+    from storyboard.render.file_check import validate_files
+
+    out: list[str] = []
+    for p in validate_files(jobs, loaded.base_dir):
+        if p.field[0] == "lora":
+            loc = lora_location(loaded, p.panel_id, p.field[1], p.field[2])
+        else:
+            loc = setting_location(loaded, p.panel_id, p.field)
+        out.append(f"{position_of(loaded, loc)}: {_dotted(loc)}: {p.message}")
+    for cid, c in loaded.story.characters.items():
+        for k, ref in enumerate(c.references):
+            path = ref if ref.is_absolute() else loaded.base_dir / ref
+            if not path.is_file():
+                loc = ("characters", cid, "references", k)
+                out.append(
+                    f"{position_of(loaded, loc)}: {_dotted(loc)}: reference image {path} does not exist."
+                )
+    return sorted(dict.fromkeys(out), key=_line_col)
+
+
+def _line_col(problem: str) -> tuple[int, int]:
+    """Sort key: the line and column of a "file:line:col: ..." problem, so the list reads top down."""
+    parts = problem.split(": ", 1)[0].rsplit(":", 2)
+    return (
+        (int(parts[1]), int(parts[2]))
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit()
+        else (0, 0)
+    )
 
 
 def panel_jobs(story: Path) -> list[PanelJob]:
@@ -48,30 +122,31 @@ def panel_jobs(story: Path) -> list[PanelJob]:
     return plan(load_story(story))
 
 
-def make_renderer(
-    loaded: LoadedStory, *, draft: bool, require_models: bool, quiet: bool, notify: Notify = _silent
-) -> Renderer:
-    """The diffusers renderer with every file checked, or the draft renderer when asked (or, unless
-    require_models, when a model file is missing; `notify` says so)."""
+class FilesMissing(StoryError):
+    """A real build cannot start: every problem with the story's files, at once."""
+
+    def __init__(self, problems: list[str], story: Path) -> None:
+        super().__init__(problems)
+        self.hint = f"fix these, or draw placeholder panels with: storyboard build {story} --draft"
+        self.args = (f"{self.message}\n  hint: {self.hint}",)
+
+
+def make_renderer(loaded: LoadedStory, *, draft: bool, quiet: bool) -> Renderer:
+    """The draft renderer when asked; else the diffusers renderer, after every file and setting is
+    checked. A problem never turns a real build into a draft one: it fails with the full list."""
     from storyboard.render.draft import DraftRenderer
 
     if draft:
         return DraftRenderer()
+    jobs = plan(loaded)
+    problems = prompt_problems(loaded, jobs) + file_problems(loaded, jobs)
+    if problems:
+        raise FilesMissing(problems, loaded.path)
     from storyboard.render.engine import DiffusersRenderer
 
-    try:
-        renderer = DiffusersRenderer(loaded.base_dir, quiet=quiet)
-        renderer.check(plan(loaded))
-        return renderer
-    except StoryboardError as exc:
-        if require_models:
-            raise
-        notify(f"note: {exc.message}")
-        notify(
-            "note: models are missing, so this build draws DRAFT placeholder panels. "
-            "See README 'Real models' to render for real."
-        )
-        return DraftRenderer()
+    renderer = DiffusersRenderer(loaded.base_dir, quiet=quiet)
+    renderer.check(jobs)
+    return renderer
 
 
 def _check_panel_ids(loaded: LoadedStory, ids: Sequence[str]) -> None:
@@ -84,7 +159,6 @@ def build_story(
     out: Path,
     *,
     draft: bool = False,
-    require_models: bool = False,
     only: Sequence[str] | None = None,
     seeds: dict[str, int] | None = None,
     wait: bool = True,
@@ -92,17 +166,28 @@ def build_story(
     notify: Notify = _silent,
     progress: ProgressFn | None = None,
 ) -> tuple[LoadedStory, BuildReport]:
-    """Build the comic (or re-render `only` those panels, optionally with preview seeds)."""
+    """Build the comic (or re-render `only` those panels, optionally with preview seeds); a draft
+    build goes to the story's draft/ folder."""
     loaded = load_story(story)
+    for w in loaded.warnings:
+        notify(f"warning: {w}")
     if only:
         _check_panel_ids(loaded, only)
-    renderer = make_renderer(loaded, draft=draft, require_models=require_models, quiet=quiet, notify=notify)
+    renderer = make_renderer(loaded, draft=draft, quiet=quiet)
 
     def on_wait(holder: str) -> None:
         notify(f"waiting: {holder} is building this story right now")
 
     report = build(
-        loaded, out, renderer, only=only, seeds=seeds, wait=wait, on_wait=on_wait, progress=progress
+        loaded,
+        out,
+        renderer,
+        only=only,
+        seeds=seeds,
+        wait=wait,
+        on_wait=on_wait,
+        progress=progress,
+        draft=draft,
     )
     return loaded, report
 
@@ -138,12 +223,12 @@ def candidates(
     loaded = load_story(story)
     _check_panel_ids(loaded, panels)
     base = {j.panel_id: j.seed for j in plan(loaded)}
-    renderer = make_renderer(loaded, draft=draft, require_models=False, quiet=quiet, notify=notify)
+    renderer = make_renderer(loaded, draft=draft, quiet=quiet)
     rng = rng or random.Random()
     found = []
     for pid in panels:
         seeds = [base[pid]] + [rng.randrange(MAX_RANDOM_SEED) for _ in range(count - 1)]
-        images, sheet = render_candidates(loaded, out, renderer, pid, seeds)
+        images, sheet = render_candidates(loaded, out, renderer, pid, seeds, draft=draft)
         found.append(Candidates(pid, images, sheet))
     return found
 
@@ -155,18 +240,20 @@ def pick(story: Path, panel: str, seed: int) -> None:
     pick_seed(story, panel, seed)
 
 
-def layout(story: Path, out: Path) -> list[Path]:
-    """Lay the pages out again from the rendered (or draft) panels; every panel must exist."""
+def layout(story: Path, out: Path, *, draft: bool = False) -> list[Path]:
+    """Lay the pages out again from the rendered (or, with draft, the draft) panels; every panel must
+    exist."""
     from storyboard.app.pages import layout_story
 
     loaded = load_story(story)
-    out_dir = output_dir(loaded, out)
+    out_dir = output_dir(loaded, out, draft=draft)
     store = PanelStore(out_dir)
     missing = missing_panels(loaded, store)
     if missing:
         raise StoryboardError(
             f"Panels not rendered yet: {', '.join(missing)}.",
-            hint=f"run: storyboard build {story} (or --draft)",
+            hint=f"run: storyboard build {story}"
+            + (" --draft" if draft else " (or lay out drafts: layout --draft)"),
         )
     with store.lock():
         return layout_story(loaded, out_dir)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from storyboard.app.build import BuildReport, ProgressFn, build, output_dir, render_candidates
-from storyboard.app.operations import Notify, make_renderer
+from storyboard.app.operations import make_renderer
 from storyboard.app.store import PanelStore
 from storyboard.errors import StoryboardError
 from storyboard.jobs import Renderer, job_hash
@@ -76,9 +76,17 @@ def pick_checked(story: Path, panel_id: str, seed: int, *, version: str) -> str:
         return story_version(story)
 
 
-def session_renderer(story: Path, *, draft: bool, notify: Notify) -> Renderer:
-    """The renderer a review session keeps: models load once, not once per click."""
-    return make_renderer(load_story(story), draft=draft, require_models=False, quiet=True, notify=notify)
+def session_renderer(story: Path, *, draft: bool) -> Renderer:
+    """The renderer a review session keeps: models load once, not once per click. Missing model
+    files are an error the page shows, never a silent switch to drafts."""
+    return make_renderer(load_story(story), draft=draft, quiet=True)
+
+
+def is_draft(renderer: Renderer) -> bool:
+    """Drafts live in their own store (output/<story>/draft/), apart from real renders."""
+    from storyboard.render.draft import DraftRenderer
+
+    return renderer.name == DraftRenderer.name
 
 
 def render_panels(
@@ -91,7 +99,8 @@ def render_panels(
     progress: ProgressFn | None = None,
 ) -> BuildReport:
     """`storyboard build`/`render` with the session's renderer: what is cached is reused, then layout."""
-    return build(load_story(story), out, renderer, only=only, seeds=seeds, progress=progress)
+    loaded = load_story(story)
+    return build(loaded, out, renderer, only=only, seeds=seeds, progress=progress, draft=is_draft(renderer))
 
 
 def render_candidate_batch(
@@ -109,7 +118,7 @@ def render_candidate_batch(
     """
     loaded = load_story(story)
     loaded.story.panel(panel_id)  # unknown id: a sentence with suggestions
-    out_dir = output_dir(loaded, out)
+    out_dir = output_dir(loaded, out, draft=is_draft(renderer))
     store = PanelStore(out_dir)
     base = next(j for j in plan(loaded) if j.panel_id == panel_id)
     jobs = [replace(base, seed=s) for s in seeds]
@@ -133,5 +142,5 @@ def render_candidate_batch(
             atomic_copy(src, dst)
             if on_each:
                 on_each(r.job.seed, dst)
-    _, sheet = render_candidates(loaded, out, renderer, panel_id, seeds)
+    _, sheet = render_candidates(loaded, out, renderer, panel_id, seeds, draft=is_draft(renderer))
     return sheet

@@ -5,6 +5,9 @@ Layout of a story's output folder:
   panels/<id>.png         the current image of each panel (a copy of its cache entry)
   manifest.json           per panel: job hash, seed, prompts, LoRAs, file, timings
   .lock                   held while a build writes here
+  draft/                  a draft build's own store (same layout), so drafts never replace renders
+
+Every write goes through storyboard.writes (atomic, confined to the folder, no symlinks followed).
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from pathlib import Path
 
 from storyboard.errors import StoryboardError
 from storyboard.jobs import Manifest
-from storyboard.writes import atomic_copy, atomic_write_bytes, atomic_write_text, safe_child
+from storyboard.writes import confined, open_lock, remove_stale_temps, safe_child, write_bytes
 
 
 class PanelStore:
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.root = Path(os.path.abspath(root))
         self.panels_dir = root / "panels"
         self.cache_dir = root / "cache"
         self.manifest_path = root / "manifest.json"
@@ -39,39 +42,32 @@ class PanelStore:
         return safe_child(self.root, "panels", f"{panel_id}.png")
 
     def put(self, job_hash: str, png: bytes) -> Path:
-        path = self.cache_path(job_hash)
-        atomic_write_bytes(path, png)
-        return path
+        return write_bytes(self.root, self.cache_path(job_hash), png)
 
     def publish(self, panel_id: str, job_hash: str) -> Path:
         """Make panels/<id>.png the cached render; untouched when it already holds those bytes."""
         src, dst = self.cache_path(job_hash), self.panel_path(panel_id)
-        if (
-            dst.is_file()
-            and dst.stat().st_size == src.stat().st_size
-            and dst.read_bytes() == src.read_bytes()
-        ):
+        data = src.read_bytes()
+        if dst.is_file() and dst.stat().st_size == len(data) and dst.read_bytes() == data:
             return dst
-        atomic_copy(src, dst)
-        return dst
+        return write_bytes(self.root, dst, data)
 
     def read_manifest(self) -> Manifest:
         """The manifest (typed, version-checked); an empty one when none was written yet."""
         try:
-            text = self.manifest_path.read_text(encoding="utf-8")
+            text = confined(self.root, self.manifest_path).read_text(encoding="utf-8")
         except FileNotFoundError:
             return Manifest()
         return Manifest.parse(text, str(self.manifest_path))
 
     def write_manifest(self, manifest: Manifest) -> None:
-        atomic_write_text(self.manifest_path, manifest.dumps())
+        write_bytes(self.root, self.manifest_path, manifest.dumps().encode("utf-8"))
 
     @contextlib.contextmanager
     def lock(self, *, wait: bool = True, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-        """One writer per output folder. A second build waits (saying who holds it) or fails at once."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        """One writer per output folder. A second build waits (saying who holds it) or fails at once.
+        Once held, temp files a killed build left are removed (no writer can be using them)."""
+        fd = open_lock(self.root)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -89,6 +85,7 @@ class PanelStore:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+            remove_stale_temps(self.root, skip=("draft",))
             yield
         finally:
             with contextlib.suppress(OSError):

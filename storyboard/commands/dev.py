@@ -42,4 +42,5 @@ def tiny_model(
         console.print(f"wrote {label:<16} {path}")
     if not tiny.loras:
         console.print("no LoRAs written (storyboard.models.lora_write is not available)")
-    console.print(f"use it in a story with `render: {{webui_root: {tiny.root}, model: tiny-sd}}`")
+    # webui_root is read relative to the story file, so the hint gives the absolute path.
+    console.print(f"use it in a story with `render: {{webui_root: {tiny.root.resolve()}, model: tiny-sd}}`")

@@ -23,11 +23,12 @@ def pdftoppm_available() -> bool:
     return shutil.which("pdftoppm") is not None
 
 
-def rasterize_pdf(pdf: Path, dpi: int, n_pages: int) -> list[Image.Image]:
+def rasterize_pdf(pdf: Path, dpi: int, n_pages: int, *, tmp_dir: Path | None = None) -> list[Image.Image]:
+    """The PDF's pages as images; pdftoppm's scratch files go under tmp_dir (default: system temp)."""
     exe = shutil.which("pdftoppm")
     if exe is None:
         raise RuntimeError("pdftoppm is not installed")
-    with tempfile.TemporaryDirectory(prefix="storyboard-ppm-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="storyboard-ppm-", dir=tmp_dir) as tmp:
         # Raw PPM out: pdftoppm's own PNG encoder takes ~20 s for one 300-dpi page of detailed art,
         # and the pages are PNG-encoded once more anyway when written.
         subprocess.run([exe, "-r", str(dpi), str(pdf), f"{tmp}/p"], check=True, capture_output=True)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import re
-import secrets
-import tempfile
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,25 +19,20 @@ from storyboard.layout.pdf import write_pdf
 from storyboard.layout.raster import paint_page, pdftoppm_available, rasterize_pdf
 from storyboard.layout.templates import list_templates
 from storyboard.layout.types import LayoutMeta, LayoutOutputs, LayoutPage, LayoutSettings, PanelPlacement
+from storyboard.writes import confined, temp_dir, write_bytes
+
+# File names stay well under the 255-byte limit of common file systems, suffixes and temp names included.
+MAX_SLUG = 80
 
 
 def slugify(title: str) -> str:
     ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    if len(slug) > MAX_SLUG:
+        # Cut at a word boundary when there is one in the second half, so names stay readable.
+        cut = slug[:MAX_SLUG]
+        slug = (cut.rsplit("-", 1)[0] if cut.rfind("-") > MAX_SLUG // 2 else cut).strip("-")
     return slug or "comic"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "xb") rather than mkstemp: the file gets the usual umask permissions, not 0600.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _png_bytes(img: Image.Image, dpi: int) -> bytes:
@@ -114,24 +106,25 @@ def render_comic(
     pages_png: list[Path] = []
     cbz_out: Path | None = None
 
-    with tempfile.TemporaryDirectory(prefix="storyboard-layout-") as tmp:
-        tmp_pdf = Path(tmp) / "comic.pdf"
+    # Scratch files live inside the output folder, so a killed layout leaves nothing in /tmp and the
+    # next build (remove_stale_temps) clears what it left.
+    with temp_dir(out_dir, "layout") as tmp:
+        tmp_pdf = tmp / "comic.pdf"
         if pdf_out is not None or (need_pages and pdftoppm_available()):
             write_pdf(drawings, tmp_pdf, meta, jpeg_quality=settings.jpeg_quality, rtl=rtl)
         if pdf_out is not None:
-            atomic_write(pdf_out, tmp_pdf.read_bytes())
+            write_bytes(out_dir, pdf_out, tmp_pdf.read_bytes())
         if need_pages:
             if pdftoppm_available():
-                images = rasterize_pdf(tmp_pdf, settings.dpi, len(drawings))
+                images = rasterize_pdf(tmp_pdf, settings.dpi, len(drawings), tmp_dir=tmp)
             else:
                 images = [paint_page(d, settings.dpi) for d in drawings]
             encoded = [_png_bytes(im, settings.dpi) for im in images]
             if "png" in formats:
                 pages_dir = out_dir / "pages"
                 for name, data in zip(names, encoded, strict=True):
-                    atomic_write(pages_dir / name, data)
-                    pages_png.append(pages_dir / name)
-                for stale in pages_dir.glob("page-*.png"):
+                    pages_png.append(write_bytes(out_dir, pages_dir / name, data))
+                for stale in confined(out_dir, pages_dir).glob("page-*.png"):
                     if stale.name not in names:
                         stale.unlink()
             if "cbz" in formats:
@@ -140,7 +133,7 @@ def render_comic(
                     for i, (name, data, im) in enumerate(zip(names, encoded, images, strict=True))
                 ]
                 cbz_out = out_dir / f"{slug}.cbz"
-                tmp_cbz = Path(tmp) / "comic.cbz"
+                tmp_cbz = tmp / "comic.cbz"
                 write_cbz(tmp_cbz, meta, cbz_pages, rtl)
-                atomic_write(cbz_out, tmp_cbz.read_bytes())
+                write_bytes(out_dir, cbz_out, tmp_cbz.read_bytes())
     return LayoutOutputs(pdf=pdf_out, cbz=cbz_out, pages_png=pages_png, placements=placements)

@@ -19,6 +19,12 @@ OutputFormat = Literal["pdf", "cbz", "png"]
 BalloonKind = Literal["speech", "thought", "sfx", "caption"]
 
 
+# Bounds that keep a page in memory: A0 at 300 dpi is ~140 megapixels.
+MIN_PAGE_MM = 50.0
+MAX_PAGE_MM = 1200.0
+MAX_PAGE_PIXELS = 200_000_000
+
+
 class LayoutSettings(BaseModel):
     """Page, print and lettering settings (the `layout:` block of a story file)."""
 
@@ -70,6 +76,11 @@ class LayoutSettings(BaseModel):
         if isinstance(value, list | tuple):
             if len(value) != 2 or not all(isinstance(v, int | float) and v > 0 for v in value):
                 raise ValueError("a custom page size is [width_mm, height_mm] with two positive numbers")
+            if not all(MIN_PAGE_MM <= v <= MAX_PAGE_MM for v in value):
+                raise ValueError(
+                    f"a custom page size must be between {MIN_PAGE_MM:g} and {MAX_PAGE_MM:g} mm a side "
+                    "(A0 is 841 x 1189 mm)"
+                )
             return tuple(float(v) for v in value)
         return value
 
@@ -106,6 +117,12 @@ class LayoutSettings(BaseModel):
         w, h = trim_size_mm(self.page_size)
         if 2 * self.margin_mm >= min(w, h) * 0.8:
             raise ValueError(f"margin_mm={self.margin_mm} leaves no room on a {w:g} x {h:g} mm page")
+        pixels = (w + 2 * self.bleed_mm) * (h + 2 * self.bleed_mm) * (self.dpi / 25.4) ** 2
+        if pixels > MAX_PAGE_PIXELS:
+            raise ValueError(
+                f"a {w:g} x {h:g} mm page at {self.dpi} dpi is {pixels / 1e6:.0f} megapixels, more than "
+                f"the {MAX_PAGE_PIXELS // 1_000_000} a page may have; lower dpi or the page size"
+            )
         return self
 
 

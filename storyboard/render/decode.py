@@ -65,16 +65,24 @@ def _decode_one(vae: AutoencoderKL, latent: Tensor) -> Tensor:
     return out[0]
 
 
+# Set in an image's .info when its latent or decode held NaN/inf: the picture is black, not a render.
+NONFINITE = "storyboard_nonfinite"
+
+
 def decode_latents(vae: Any, latents: Tensor) -> list[Image.Image]:
     """(B, 4, h, w) latents -> B RGB images of (8w, 8h) pixels."""
     _set_tiling(vae, int(latents.shape[-1] * latents.shape[-2] * 64))
     images: list[Image.Image] = []
     for latent in latents:
         x = _decode_one(vae, latent)
+        finite = bool(torch.isfinite(latent).all()) and bool(torch.isfinite(x).all())
         # A NaN decode (broken weights, fp16 overflow even in fp32) becomes black, as WebUI shows it.
         x = torch.nan_to_num(torch.clamp((x + 1.0) / 2.0, 0.0, 1.0), nan=0.0)
         arr = (255.0 * x.permute(1, 2, 0).cpu().numpy()).astype(np.uint8)
-        images.append(Image.fromarray(arr, mode="RGB"))
+        image = Image.fromarray(arr, mode="RGB")
+        if not finite:
+            image.info[NONFINITE] = True  # the build refuses to keep it, naming the panel
+        images.append(image)
     return images
 
 

@@ -179,6 +179,15 @@ def parse_infotext(text: str) -> dict[str, str]:
 __all__ = ["VERSION", "Infotext", "hash_list", "make_infotext", "parse_hash_list", "parse_infotext", "quote"]
 
 
+def lora_hash_pairs(rj: ResolvedJob, hashes: Resolver) -> list[tuple[str, str]]:
+    """(name, hash) per LoRA as WebUI keys them: by the name written in the `<lora:NAME:w>` tag (the
+    name its reader looks the hash up by), each name once."""
+    pairs: dict[str, str] = {}
+    for r in rj.loras:
+        pairs.setdefault(r.use.name, hashes.lora_hash(r.file.path))
+    return list(pairs.items())
+
+
 def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embedding]) -> str:
     """The infotext of one rendered panel, from its resolved job (step 5 of a render)."""
     from storyboard.render.regions import regional_infotext
@@ -188,14 +197,18 @@ def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embed
     hr = s.hires
     ckpt, vae = rj.models.checkpoint, rj.models.vae
     own_hr_sampler = hr is not None and hr_spec is not None and bool(hr.sampler)
+    # WebUI writes the schedule its get_sigmas resolves: a sampler with a default schedule (DPM++ 2M:
+    # Karras) overwrites "Automatic" with it; "Automatic" stays only where none applies (Euler a).
+    schedule = spec.schedule_label or SCHEDULE_LABELS[spec.schedule]
+    hr_schedule = (
+        (hr_spec.schedule_label or SCHEDULE_LABELS[hr_spec.schedule]) if hr_spec is not None else None
+    )
     info = Infotext(
         prompt=job.positive,
         negative=job.negative,
         steps=s.steps,
         sampler=spec.infotext_name,
-        # WebUI writes the schedule type as chosen (p.scheduler), "Automatic" included, not the
-        # schedule it resolves to.
-        schedule_type=SCHEDULE_LABELS[spec.schedule],
+        schedule_type=schedule,
         cfg_scale=float(s.cfg_scale),
         seed=job.seed,
         width=s.width,
@@ -214,13 +227,11 @@ def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embed
         hires_negative=hr.negative
         if hr is not None and hr.negative and hr.negative != job.negative
         else None,
-        hires_schedule_type=SCHEDULE_LABELS[hr_spec.schedule]
-        if own_hr_sampler and hr_spec is not None and hr_spec.schedule != spec.schedule
-        else None,
+        hires_schedule_type=hr_schedule if own_hr_sampler and hr_schedule != schedule else None,
         hires_upscale=float(hr.scale) if hr else None,
         hires_steps=hr.steps if hr and hr.steps else None,
         hires_upscaler=hr.upscaler if hr else None,
-        lora_hashes=[(r.file.alias or r.file.name, hashes.lora_hash(r.file.path)) for r in rj.loras],
+        lora_hashes=lora_hash_pairs(rj, hashes),
         ti_hashes=[(e.name, e.shorthash) for e in embeddings],
         extra=regional_infotext(job),
     )

@@ -202,7 +202,8 @@ class Resolver:
         spec, hr_spec = sampler_specs(job.settings)
         models = self.models(job.settings)
         loras = tuple(ResolvedLora(u, self.lora_file(job.settings, u, models)) for u in job.lora_set)
-        resolved = ResolvedJob(job, models, loras, spec, hr_spec, self._upscaler_file(job.settings, models))
+        upscaler = self.upscaler_file(job.settings, models.registry)
+        resolved = ResolvedJob(job, models, loras, spec, hr_spec, upscaler)
         self._jobs[id(job)] = (job, resolved)
         return resolved
 
@@ -225,25 +226,28 @@ class Resolver:
         return found
 
     def lora_file(self, settings: RenderSettings, use: LoraUse, models: ResolvedModels) -> ModelFile:
+        return self.find_lora(settings, use, models.registry, models.kind)
+
+    def find_lora(self, settings: RenderSettings, use: LoraUse, reg: Registry, kind: str | None) -> ModelFile:
+        """The LoRA file a use names (its path when the story gave one), checked against `kind`."""
         ref = use.ref or use.name
-        key = (id(models.registry), ref)
+        key = (id(reg), ref)
         hit = self._loras.get(key)
         if hit is not None:
             return hit
         from storyboard.models.lora import check_compatible, read_lora
 
-        f = models.registry.find_lora(ref)
+        f = reg.find_lora(ref)
         refuse_pickle(f.path, allow_pickle=settings.allow_pickle, what="LoRA")
-        check_compatible(read_lora(f.path, allow_pickle=settings.allow_pickle), models.kind)
+        check_compatible(read_lora(f.path, allow_pickle=settings.allow_pickle), kind)
         self._loras[key] = f
         return f
 
-    def _upscaler_file(self, settings: RenderSettings, models: ResolvedModels) -> ModelFile | None:
+    def upscaler_file(self, settings: RenderSettings, reg: Registry) -> ModelFile | None:
         """The hires upscaler's model file, or None for latent/Lanczos upscaling."""
         hr = settings.hires
         if hr is None or not needs_upscaler_model(hr.upscaler):
             return None
-        reg = models.registry
         name = hr.upscaler
         try:
             f = reg.find_upscaler(name)

@@ -48,10 +48,10 @@ def make_session(story: Path, out: Path, *, draft: bool, host: str, port: int) -
     review_ops.story_version(story)  # a missing story file fails here, before anything listens
 
     def renderer(notify: Callable[[str], None]) -> Renderer:
-        return review_ops.session_renderer(story, draft=draft, notify=notify)
+        return review_ops.session_renderer(story, draft=draft)
 
     queue = RenderQueue(story, out, renderer)
-    return Session(story, out, queue, security.new_token(), security.allowed_hosts(host, port))
+    return Session(story, out, queue, security.new_token(), security.allowed_hosts(host, port), draft)
 
 
 def serve(

@@ -44,6 +44,7 @@ class Session:
     queue: RenderQueue
     token: str
     hosts: set[str] | None  # Host headers answered; None: any (bound beyond loopback on purpose)
+    draft: bool = False  # drafts: the page shows and serves output/<story>/draft/
 
 
 def dom_id(panel_id: str) -> str:
@@ -78,7 +79,7 @@ def create_app(session: Session) -> FastAPI:
         return HTMLResponse(env.get_template(name).render(token=session.token, **ctx), status_code=status)
 
     def view() -> StoryView:
-        return story_view(session.story, session.out)
+        return story_view(session.story, session.out, draft=session.draft)
 
     def panel_of(v: StoryView, panel_id: str) -> PanelView:
         for p in v.panels:
@@ -156,7 +157,7 @@ def create_app(session: Session) -> FastAPI:
     @app.get("/files/{rel:path}")
     def files(rel: str) -> Response:
         try:
-            root = output_dir(load_story(session.story), session.out)
+            root = output_dir(load_story(session.story), session.out, draft=session.draft)
         except StoryboardError:
             return PlainTextResponse("The story file does not load; nothing to serve.", status_code=404)
         path = security.served_file(root, rel)

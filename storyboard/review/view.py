@@ -135,18 +135,18 @@ def _check(root: Path, panels: dict[str, PanelView]) -> str | None:
     return f"consistency check ({report.backend}): {flagged} panel(s) flagged off-model"
 
 
-def story_view(story: Path, out: Path) -> StoryView:
+def story_view(story: Path, out: Path, *, draft: bool = False) -> StoryView:
     version = story_version(story)
     try:
         loaded = load_story(story)
         jobs = plan(loaded)
     except StoryboardError as exc:
         return StoryView(story.stem, story, version, [], [], [], None, problem=str(exc))
-    return _view(loaded, jobs, out, version)
+    return _view(loaded, jobs, out, version, draft)
 
 
-def _view(loaded: LoadedStory, jobs: list[PanelJob], out: Path, version: str) -> StoryView:
-    root = output_dir(loaded, out)
+def _view(loaded: LoadedStory, jobs: list[PanelJob], out: Path, version: str, draft: bool) -> StoryView:
+    root = output_dir(loaded, out, draft=draft)
     store = PanelStore(root)
     try:
         manifest = store.read_manifest()

@@ -167,12 +167,12 @@ class RenderQueue:
         return lambda _pid, done, total: self._update(job, done=done, total=total)
 
     def _do(self, job: Job) -> None:
-        if job.kind == "layout":
-            layout(self.story, self.out)
-            return
         if self._renderer is None:
             self._renderer = self._factory(self._note)
         r, story, out = self._renderer, self.story, self.out
+        if job.kind == "layout":
+            layout(story, out, draft=review_ops.is_draft(r))
+            return
         if job.kind == "build":
             review_ops.render_panels(story, out, r, progress=self._progress(job))
         elif job.kind == "render" and job.panel:

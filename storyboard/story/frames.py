@@ -21,7 +21,7 @@ SIZE_MULTIPLE = 8
 
 @dataclass(frozen=True)
 class PanelFrame:
-    page_template: str
+    page_template: str | None  # None: a template made up for an unusual panel count (layout redoes it)
     frame: tuple[float, float]  # points
     size: tuple[int, int]  # render size (before hires)
     fixed: bool  # the panel set its own width/height
@@ -48,5 +48,7 @@ def panel_frames(loaded: LoadedStory) -> dict[str, PanelFrame]:
             size = (
                 (s.width, s.height) if fix else choose_render_size(*frame, s.width, s.height, SIZE_MULTIPLE)
             )
-            out[panel.id or ""] = PanelFrame(tpl.name, frame, size, fix)
+            # Layout can be told only a template it can look up by name.
+            name = tpl.name if tpl.name in templates else None
+            out[panel.id or ""] = PanelFrame(name, frame, size, fix)
     return out

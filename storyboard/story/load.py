@@ -7,9 +7,10 @@ validated on their own so their errors name their own file.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from storyboard.errors import StoryboardError
-from storyboard.story.schema import Character, RenderSettings, Story
+from storyboard.story.schema import Character, LoraSpec, RenderSettings, Story
 from storyboard.story.yaml_source import YamlDocument, load_yaml, parse_yaml
 
 
@@ -27,6 +28,10 @@ class LoadedStory:
     path: Path
     # Per panel id: the render settings after that panel's overrides.
     panel_render: dict[str, RenderSettings]
+    # The parsed file, for positions of problems found after loading (missing model files...).
+    doc: YamlDocument | None = field(default=None, compare=False, repr=False)
+    # Things that are allowed but probably not meant, each with its position.
+    warnings: tuple[str, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -91,7 +96,72 @@ def _validate(doc: YamlDocument) -> LoadedStory:
     if problems:
         raise StoryError(problems)
     panel_render = _panel_render_settings(story, doc)
-    return LoadedStory(story=story, path=doc.path, panel_render=panel_render)
+    return LoadedStory(
+        story=story,
+        path=doc.path,
+        panel_render=panel_render,
+        doc=doc,
+        warnings=tuple(_weight_warnings(story, doc)),
+    )
+
+
+# WebUI users' LoRA weights stay within about this range; beyond it a render is usually noise.
+USUAL_LORA_WEIGHT = 3.0
+
+
+def _weight_warnings(story: Story, doc: YamlDocument) -> list[str]:
+    out = []
+    specs: list[tuple[tuple[str | int, ...], LoraSpec]] = [
+        (("characters", cid), c) for cid, c in story.characters.items()
+    ]
+    specs += [(("style", "loras", i), spec) for i, spec in enumerate(story.style.loras)]
+    for loc, spec in specs:
+        for name in ("weight", "te_weight", "unet_weight"):
+            w = getattr(spec, name)
+            if w is not None and math.isfinite(w) and abs(w) > USUAL_LORA_WEIGHT:
+                out.append(
+                    f"{doc.position(loc + (name,))}: {_dotted(loc)}.{name} is {w:g}; LoRA weights beyond "
+                    f"-{USUAL_LORA_WEIGHT:g}..{USUAL_LORA_WEIGHT:g} usually give a noisy or black image."
+                )
+    return out
+
+
+def setting_location(loaded: LoadedStory, panel_id: str, path: tuple[str, ...]) -> tuple[str | int, ...]:
+    """Where the story sets `path` (e.g. ("render", "model")) for a panel: the panel's own render
+    override when it has one, else the story-wide setting."""
+    for pi, page in enumerate(loaded.story.pages):
+        for ni, panel in enumerate(page.panels):
+            if panel.id != panel_id:
+                continue
+            node: object = panel.render
+            for part in path[1:]:
+                if not isinstance(node, dict) or part not in node:
+                    break
+                node = node[part]
+            else:
+                return ("pages", pi, "panels", ni, *path)
+    return path
+
+
+def lora_location(loaded: LoadedStory, panel_id: str, owner: str, name: str) -> tuple[str | int, ...]:
+    """Where the story names a LoRA use: the character's or style's `lora:`, or the panel's scene."""
+    if owner.startswith("character:"):
+        return ("characters", owner.removeprefix("character:"), "lora")
+    if owner == "style":
+        for i, spec in enumerate(loaded.story.style.loras):
+            if spec.tag_name == name:
+                return ("style", "loras", i, "lora")
+        return ("style", "loras")
+    for pi, page in enumerate(loaded.story.pages):
+        for ni, panel in enumerate(page.panels):
+            if panel.id == panel_id:
+                return ("pages", pi, "panels", ni, "scene")
+    return ()
+
+
+def position_of(loaded: LoadedStory, loc: tuple[str | int, ...]) -> str:
+    """file:line:column of `loc` in the story (the file alone when the story was not parsed here)."""
+    return str(loaded.doc.position(loc)) if loaded.doc is not None else str(loaded.path)
 
 
 def _load_character_file(doc: YamlDocument, cid: str, ref: str, problems: list[str]) -> Character | None:

@@ -29,6 +29,8 @@ PANEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CHARACTER_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 # WebUI's seeds are drawn from [0, 4294967294]; -1 there means "random", which a comic cannot use.
 MAX_SEED = 4294967294
+# Beyond this a LoRA's weights overflow fp16 and the panel renders black; the loader warns from 3 on.
+MAX_LORA_WEIGHT = 20.0
 
 
 class Strict(BaseModel):
@@ -39,9 +41,18 @@ class LoraSpec(Strict):
     """A LoRA with its strength, as `<lora:name:weight>` or `<lora:name:te:unet>` would give it."""
 
     lora: str = Field(description="LoRA file path or name (file stem or ss_output_name) in the LoRA folders.")
-    weight: float = Field(1.0, description="Multiplier for text encoder and UNet alike.")
-    te_weight: float | None = Field(None, description="Text-encoder multiplier; defaults to weight.")
-    unet_weight: float | None = Field(None, description="UNet multiplier; defaults to te_weight/weight.")
+    weight: float = Field(
+        1.0, ge=-MAX_LORA_WEIGHT, le=MAX_LORA_WEIGHT, allow_inf_nan=False,
+        description="Multiplier for text encoder and UNet alike.",
+    )  # fmt: skip
+    te_weight: float | None = Field(
+        None, ge=-MAX_LORA_WEIGHT, le=MAX_LORA_WEIGHT, allow_inf_nan=False,
+        description="Text-encoder multiplier; defaults to weight.",
+    )  # fmt: skip
+    unet_weight: float | None = Field(
+        None, ge=-MAX_LORA_WEIGHT, le=MAX_LORA_WEIGHT, allow_inf_nan=False,
+        description="UNet multiplier; defaults to te_weight/weight.",
+    )  # fmt: skip
 
     @field_validator("lora")
     @classmethod
@@ -285,7 +296,7 @@ class Page(Strict):
 
 
 class Story(Strict):
-    title: str
+    title: str = Field(min_length=1, max_length=500)
     author: str | None = None
     language: str = Field("en", description="ISO code of the lettering language (en, zh, ja, ko...).")
     summary: str | None = None

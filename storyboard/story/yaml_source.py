@@ -7,6 +7,7 @@ error's location path afterwards instead of threading positions through the mode
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,20 +65,93 @@ def _yaml() -> YAML:
     return yaml
 
 
+# Limits that refuse hostile or runaway files in well under a second. A 10,000-panel story is about
+# 0.5 MB and 60,000 values; a story nests about 8 levels deep.
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_VALUES = 500_000  # counted with YAML aliases expanded, as the loader would expand them
+MAX_DEPTH = 64
+
+
 def load_yaml(path: Path) -> YamlDocument:
     """Read a YAML file; syntax errors become StoryboardError with the file, line and column."""
     try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise StoryboardError(f"{path} is a folder; give the story's .yaml file.")
+        if size > MAX_FILE_BYTES:
+            raise StoryboardError(
+                f"{path} is {size / 1e6:.1f} MB; a story file may be at most {MAX_FILE_BYTES // 2**20} MB."
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise StoryboardError(f"{path}: file not found.") from None
     except UnicodeDecodeError as exc:
         raise StoryboardError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8.") from None
+    except OSError as exc:
+        raise StoryboardError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
     return parse_yaml(text, path)
 
 
+def _check_size(data: Any, path: Path) -> None:
+    """Refuse documents whose aliases expand past MAX_VALUES values, that nest past MAX_DEPTH, or
+    that contain themselves. Sizes are memoised per shared node, so a "billion laughs" document is
+    measured in microseconds rather than expanded."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def walk(node: Any, depth: int) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if depth > MAX_DEPTH:
+            raise StoryboardError(f"{path}: values are nested more than {MAX_DEPTH} levels deep.")
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise StoryboardError(f"{path}: a YAML alias refers to a value that contains it.")
+        active.add(key)
+        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += walk(child, depth + 1)
+            if total > MAX_VALUES:
+                raise StoryboardError(
+                    f"{path}: the document expands to more than {MAX_VALUES:,} values "
+                    "(YAML aliases repeating aliases?); a story needs far fewer."
+                )
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    walk(data, 0)
+
+
+def _check_nesting(text: str, path: Path) -> None:
+    """Refuse deep nesting before parsing: ruamel's parser recurses per level and takes seconds to
+    fail at a few hundred. Brackets in prompt text count too, which only over-counts."""
+    depth = deepest = 0
+    for m in _BRACKETS.finditer(text):
+        depth = depth + 1 if m.group() in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    indent = max((len(m.group()) for m in _INDENT.finditer(text)), default=0)
+    if deepest > MAX_DEPTH or indent > 2 * MAX_DEPTH:
+        raise StoryboardError(f"{path}: values are nested more than {MAX_DEPTH} levels deep.")
+
+
+_BRACKETS = re.compile(r"[\[\]{}]")
+_INDENT = re.compile(r"(?m)^[ \t]+")
+
+
 def parse_yaml(text: str, path: Path) -> YamlDocument:
+    if len(text) > MAX_FILE_BYTES:
+        raise StoryboardError(
+            f"{path}: the text is over {MAX_FILE_BYTES // 2**20} MB; a story needs far less."
+        )
+    _check_nesting(text, path)
     try:
         data = _yaml().load(text)
+    except RecursionError:
+        raise StoryboardError(f"{path}: values are nested too deeply to read.") from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -85,4 +159,5 @@ def parse_yaml(text: str, path: Path) -> YamlDocument:
         raise StoryboardError(f"{where}: YAML syntax error: {problem}.") from None
     except Exception as exc:  # ruamel raises several unrelated types for duplicate keys etc.
         raise StoryboardError(f"{path}: could not read YAML: {exc}") from None
+    _check_size(data, path)
     return YamlDocument(path, data)
