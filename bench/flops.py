@@ -52,12 +52,12 @@ def unet_flops(config: Mapping[str, Any], batch: int, latent_h: int, latent_w: i
     def transformer(c: int, h: int, w: int, depth: int) -> int:
         s = h * w
         rows = b * s
-        per_block = (
-            4 * _linear(rows, c, c) + 4 * b * s * s * c  # self-attention: q, k, v, out; QK^T and AV
-            + 2 * _linear(rows, c, c) + 2 * _linear(b * tokens, cross, c)  # cross: q, out; k, v
-            + 4 * b * s * tokens * c
-            + _linear(rows, c, 8 * c) + _linear(rows, 4 * c, c)  # GEGLU: proj to 2x(4c), then out
-        )
+        # Self-attention: q, k, v, out projections, then QK^T and AV (2 x 2*b*s*s*c).
+        self_attn = 4 * _linear(rows, c, c) + 4 * b * s * s * c
+        # Cross-attention: q and out over the image, k and v over the text, then QK^T and AV.
+        cross_attn = 2 * _linear(rows, c, c) + 2 * _linear(b * tokens, cross, c) + 4 * b * s * tokens * c
+        geglu = _linear(rows, c, 8 * c) + _linear(rows, 4 * c, c)  # proj to 2 x 4c, gate, then out
+        per_block = self_attn + cross_attn + geglu
         return 2 * _linear(rows, c, c) + depth * per_block  # proj_in/out (1x1 conv or linear)
 
     h, w = latent_h, latent_w
