@@ -85,6 +85,8 @@ def write_full_model(root: Path, device: torch.device) -> tuple[str, str]:
     # Small factors: random deltas at the default size push a random model to NaN.
     write_kohya_lora(lora_dir / "character.safetensors", cpu_unet, cpu_te, rank=32, seed=1, scale=0.01)
     write_kohya_lora(lora_dir / "style.safetensors", cpu_unet, cpu_te, rank=64, seed=2, scale=0.01)
+    # A second character (bench/speed.py's story has two), same rank as the first.
+    write_kohya_lora(lora_dir / "character2.safetensors", cpu_unet, cpu_te, rank=32, seed=4, scale=0.01)
     emb_dir = root / "embeddings"
     emb_dir.mkdir()
     gen = torch.Generator().manual_seed(3)

@@ -150,6 +150,11 @@ class PanelJob:
             "hires": s.hires.model_dump() if s.hires else None,
             "noise_source": s.noise_source,
         }
+        # Speed settings that can change pixels enter only when set, so other panels keep their hash.
+        if s.compile != "off":
+            spec["compile"] = s.compile
+        if s.low_memory:
+            spec["low_memory"] = True
         if self.regions:
             # Only regional panels carry these keys, so every other panel keeps its hash (and cache).
             spec["regions"] = [r.spec() for r in self.regions]

@@ -32,6 +32,8 @@ def group_key(job: PanelJob) -> tuple[Hashable, ...]:
         s.clip_skip,
         json.dumps(s.hires.model_dump(), sort_keys=True) if s.hires else None,
         s.noise_source,
+        s.compile,
+        s.low_memory,
         # A regional panel switches LoRA sets inside its own sampling loop: it renders alone.
         job.panel_id if job.regions else None,
     )

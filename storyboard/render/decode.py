@@ -3,12 +3,14 @@
 Decoding: ``x = vae.decode(latent / scaling_factor)``, ``clamp((x + 1) / 2, 0, 1)``, then
 ``(255 * x).astype(uint8)`` (truncation, as WebUI's ``sample_to_image`` path). Images are decoded one
 at a time: a batch then decodes to exactly the pixels each image gets alone, and peak memory stays
-that of one image. Large images decode tiled on CUDA (diffusers' ``enable_tiling``), and a
+that of one image. Large images decode tiled on CUDA (diffusers' ``enable_tiling``), every image
+with ``render.low_memory`` (``set_always_tiled``), and a
 half-precision VAE that produces NaNs is retried in float32, as WebUI's "revert VAE to 32-bit" does.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,10 +36,22 @@ def _vae_dtype(vae: Any) -> torch.dtype:
     return dtype
 
 
+# VAEs that always decode tiled (render.low_memory); weak, so a dropped model leaves no entry.
+_ALWAYS_TILED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def set_always_tiled(vae: Any, on: bool) -> None:
+    """Tile every decode and encode of this VAE (render.low_memory; changes pixels slightly)."""
+    if on:
+        _ALWAYS_TILED.add(vae)
+    else:
+        _ALWAYS_TILED.discard(vae)
+
+
 def _set_tiling(vae: Any, pixels: int) -> None:
     device = next(vae.parameters()).device
-    tiled = False
-    if device.type == "cuda":
+    tiled = vae in _ALWAYS_TILED
+    if device.type == "cuda" and not tiled:
         # Tiling costs 2-3x the time (896x1280: 0.25 s against 0.10 s on an H200), so it is used only
         # when a whole decode would not fit in the free memory.
         free, _ = torch.cuda.mem_get_info(device)

@@ -36,10 +36,12 @@ from storyboard.render.conditioning import (
     encode_regional,
     prompt_encoder,
 )
+from storyboard.render.decode import set_always_tiled
 from storyboard.render.denoiser import CompVisDenoiser
 from storyboard.render.infotext import panel_infotext
 from storyboard.render.progress import RenderProgress, progress_enabled
 from storyboard.render.resolve import ENGINE_VERSION, ResolvedJob, ResolvedModels, Resolver
+from storyboard.render.speed import attention_backend, wrapped_unet
 from storyboard.render.txt2img import LoadedModel, needs_shared_prompt, render_batch
 from storyboard.render.upscale import UpscalerModel, load_upscaler
 
@@ -90,6 +92,7 @@ class DiffusersRenderer:
         self._loaded_key: tuple[object, object] | None = None
         self._oom_cap: int | None = None
         self._upscaler: UpscalerModel | None = None
+        self._speed: tuple[str, bool] = ("off", False)  # (render.compile, render.low_memory) in use
 
     # Step 1: resolve -----------------------------------------------------------------------------
 
@@ -146,7 +149,17 @@ class DiffusersRenderer:
         den.sigmas = den.sigmas.to(self.device)
         self._model = LoadedModel(comps, patcher, den, self.device)
         self._loaded_key = key
+        self._speed = ("off", False)
         return self._model
+
+    def _apply_speed(self, model: LoadedModel, rj: ResolvedJob) -> None:
+        """Wrap the UNet the denoiser calls for render.compile / render.low_memory (speed.py)."""
+        want = (rj.settings.compile, rj.settings.low_memory)
+        if want == self._speed:
+            return
+        model.denoiser.unet = wrapped_unet(model.components.unet, *want)
+        set_always_tiled(model.components.vae, want[1])
+        self._speed = want
 
     def _load_upscaler(self, rj: ResolvedJob) -> UpscalerModel | None:
         f = rj.upscaler
@@ -193,6 +206,7 @@ class DiffusersRenderer:
         """One regional panel: each region's prompt encoded and sampled under its own LoRA set."""
         with self._stage("load"):
             model = self._ensure_loaded(rj.models, rj.settings.allow_pickle)
+            self._apply_speed(model, rj)
         encoder = prompt_encoder(model.components, rj.models.embeddings, rj.settings.clip_skip)
         with self._stage("encode"):
             shared = needs_shared_prompt(rj)
@@ -204,6 +218,7 @@ class DiffusersRenderer:
         first = group[0]
         with self._stage("load"):
             model = self._ensure_loaded(first.models, first.settings.allow_pickle)
+            self._apply_speed(model, first)
         with self._stage("lora"):
             apply_lora_set(model.patcher, first)
         # Built after the LoRA merge: text-encoder LoRA weights are in the encoder's weights now.
@@ -231,10 +246,11 @@ class DiffusersRenderer:
             batch = pending[:size]
             t0 = time.perf_counter()
             try:
-                images = render_batch(
-                    model, batch, [conds[rj.job.panel_id] for rj in batch], progress, self._stage, upscaler,
-                    regional,
-                )  # fmt: skip
+                with attention_backend(self.device):
+                    images = render_batch(
+                        model, batch, [conds[rj.job.panel_id] for rj in batch], progress, self._stage,
+                        upscaler, regional,
+                    )  # fmt: skip
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise
@@ -268,7 +284,9 @@ class DiffusersRenderer:
             torch.cuda.synchronize(self.device)
 
     def _batch_size(self, rj: ResolvedJob, pending: int) -> int:
-        if self.batch_size is not None:
+        if rj.settings.low_memory:
+            size = 1  # one image's activations at a time; an explicit batch_size is for benches
+        elif self.batch_size is not None:
             size = self.batch_size
         elif self.device.type != "cuda":
             size = 1

@@ -171,6 +171,21 @@ class RenderSettings(Strict):
     regional: RegionalSettings = Field(
         default_factory=lambda: RegionalSettings(), description="How panels with regions render."
     )
+    compile: Literal["off", "cuda-graphs", "inductor"] = Field(
+        "off",
+        description=(
+            "Speed option, CUDA: 'cuda-graphs' replays a captured UNet call per shape (helps the small "
+            "first pass at small batches); 'inductor' runs torch.compile on the UNet (minutes of "
+            "compiling). Pixels match 'off' within float noise, not byte for byte. See docs/speed.md."
+        ),
+    )
+    low_memory: bool = Field(
+        False,
+        description=(
+            "Lower peak memory: one image per batch, CFG halves in two UNet calls, tiled VAE decode "
+            "(tiling changes pixels slightly). Slower. See docs/speed.md."
+        ),
+    )
 
     @property
     def output_size(self) -> tuple[int, int]:
