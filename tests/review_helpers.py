@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,22 +12,9 @@ import uvicorn
 
 from storyboard.review.serve import bind, make_session
 from storyboard.review.server import Session, create_app
+from tests.story_helpers import changed_lines, copy_demo
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def copy_demo(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "stories", tmp_path / "stories")
-    shutil.copytree(ROOT / "characters", tmp_path / "characters")
-    return tmp_path / "stories" / "demo.yaml"
-
-
-def changed_lines(a: str, b: str) -> list[str]:
-    return [
-        line
-        for line in difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0)
-        if line[:1] in "+-" and not line.startswith(("+++", "---"))
-    ]
+__all__ = ["Live", "changed_lines", "copy_demo", "live_server", "meet_speaker_line"]
 
 
 @dataclass

@@ -16,27 +16,14 @@ from storyboard.app.build import build, png_bytes
 from storyboard.errors import ModelError
 from storyboard.jobs import PanelJob
 from storyboard.models.hashes import embedding_hash, lora_hash, sha256_file
-from storyboard.models.tiny import TinyModel, write_tiny_model
+from storyboard.models.tiny import TinyModel
 from storyboard.prompt.extra_networks import LoraUse
 from storyboard.render.engine import DiffusersRenderer
 from storyboard.render.infotext import parse_hash_list, parse_infotext
 from storyboard.story.load import load_story
 from storyboard.story.schema import HiresFix, RenderSettings
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    # The tiny model's ops are too small to gain from threads, and on a busy shared CPU OpenMP
-    # barriers waiting for a descheduled thread make them up to 40x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return write_tiny_model(tmp_path_factory.mktemp("webui"), seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,6 @@ from storyboard.commands.lora import app
 from storyboard.errors import ModelError
 from storyboard.models.load import load_pipeline_components
 from storyboard.models.lora_merge import parse_lora_spec
-from storyboard.models.tiny import write_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 def check_merged(out, tiny, uses):

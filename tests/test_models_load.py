@@ -33,11 +33,6 @@ from storyboard.models.tiny import TinyModel, write_tiny_model
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0)
-
-
-@pytest.fixture(scope="module")
 def from_folder(tiny: TinyModel) -> ModelComponents:
     return load_pipeline_components(tiny.diffusers_dir)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,22 +12,9 @@ from storyboard.render.draft import DraftRenderer
 from storyboard.story.load import load_story
 from storyboard.story.pick import pick_seed
 from storyboard.story.plan import plan
+from tests.story_helpers import changed_lines, copy_demo
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def copy_demo(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "stories", tmp_path / "stories")
-    shutil.copytree(ROOT / "characters", tmp_path / "characters")
-    return tmp_path / "stories" / "demo.yaml"
-
-
-def changed_lines(a: str, b: str) -> list[str]:
-    return [
-        line
-        for line in difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=0)
-        if line[:1] in "+-" and not line.startswith(("+++", "---"))
-    ]
 
 
 def test_pick_replaces_existing_seed_only(tmp_path):

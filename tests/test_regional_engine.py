@@ -15,7 +15,7 @@ from PIL import Image
 from storyboard.app.build import build
 from storyboard.jobs import PanelJob
 from storyboard.models.lora import read_lora
-from storyboard.models.tiny import TinyModel, write_tiny_model
+from storyboard.models.tiny import TinyModel
 from storyboard.render import txt2img
 from storyboard.render.conditioning import encode_regional, encode_text, lora_set_key, prompt_encoder
 from storyboard.render.engine import DiffusersRenderer
@@ -28,17 +28,7 @@ from storyboard.story.regions import parse_regions
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops gain nothing from threads (see test_engine.py)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return write_tiny_model(tmp_path_factory.mktemp("webui"), seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

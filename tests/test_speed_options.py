@@ -12,25 +12,14 @@ from PIL import Image
 
 from storyboard.app.build import png_bytes
 from storyboard.jobs import PanelJob
-from storyboard.models.tiny import UNET_CONFIG, TinyModel, write_tiny_model
+from storyboard.models.tiny import UNET_CONFIG, TinyModel
 from storyboard.prompt.extra_networks import LoraUse
 from storyboard.render import speed
 from storyboard.render.batching import group_jobs
 from storyboard.render.engine import DiffusersRenderer
 from storyboard.story.schema import HiresFix, RenderSettings
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops gain nothing from threads (see test_engine.py)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return write_tiny_model(tmp_path_factory.mktemp("webui"), seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def job(tiny: TinyModel, seed: int = 5, **kw: Any) -> PanelJob:

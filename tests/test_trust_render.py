@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from storyboard.models.hashes import lora_hash
-from storyboard.models.tiny import TinyModel, write_tiny_model
+from storyboard.models.tiny import TinyModel
 from tests.webui_infotext import hash_pairs, read_infotext
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,11 +65,6 @@ def run(*args: str, timeout: int = 240) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
     assert "Traceback" not in r.stdout + r.stderr, r.stderr
     return r
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 def write_story(folder: Path, tiny: TinyModel, *, sampler: str = "DPM++ 2M", more: str = "") -> Path:

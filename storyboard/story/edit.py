@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.scalarstring import ScalarString
-from ruamel.yaml.util import load_yaml_guess_indent
 
 from storyboard.errors import StoryboardError
 from storyboard.story.load import load_story_text
+from storyboard.story.yaml_source import load_round_trip
 
 
 @dataclass(frozen=True)
@@ -33,16 +32,6 @@ class LineEdit:
 def text_version(text: str) -> str:
     """A short hash of the file's text: an edit names the version it was based on."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _round_trip(text: str) -> tuple[YAML, Any]:
-    # The same settings `pick` uses, so both leave untouched lines byte-identical.
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap the writer's long lines
-    _, indent, block_seq_indent = load_yaml_guess_indent(text)
-    yaml.indent(mapping=2, sequence=indent, offset=block_seq_indent)
-    return yaml, yaml.load(text)
 
 
 def _same_style(old: Any, new: str) -> Any:
@@ -85,7 +74,7 @@ def edit_panel_text(
     if target is None:
         loaded.story.panel(panel_id)  # raises with suggestions
         raise AssertionError("unreachable")
-    yaml, data = _round_trip(text)
+    yaml, data = load_round_trip(text)
     node = data["pages"][target[0]]["panels"][target[1]]
     if not isinstance(node, CommentedMap):
         raise StoryboardError(f"{path}: panel {panel_id} is not a mapping; cannot edit it.")

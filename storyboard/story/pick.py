@@ -5,22 +5,13 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.util import load_yaml_guess_indent
 
 from storyboard.errors import StoryboardError
 from storyboard.story.load import load_story
 from storyboard.story.schema import MAX_SEED
+from storyboard.story.yaml_source import load_round_trip
 from storyboard.writes import atomic_write_text
-
-
-def _round_trip() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap the writer's long prompt lines
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    return yaml
 
 
 def pick_seed(story_path: Path, panel_id: str, seed: int) -> None:
@@ -35,11 +26,7 @@ def pick_seed(story_path: Path, panel_id: str, seed: int) -> None:
         loaded.story.panel(panel_id)  # raises with suggestions
         return
     text = story_path.read_text(encoding="utf-8")
-    yaml = _round_trip()
-    _, indent, block_seq_indent = load_yaml_guess_indent(text)
-    # ruamel's guess reports the sequence indent (dash to content) and the dash offset.
-    yaml.indent(mapping=2, sequence=indent, offset=block_seq_indent)
-    data = yaml.load(text)
+    yaml, data = load_round_trip(text)
     node = data["pages"][target[0]]["panels"][target[1]]
     if not isinstance(node, CommentedMap):
         raise StoryboardError(f"{story_path}: panel {panel_id} is not a mapping; cannot set its seed.")

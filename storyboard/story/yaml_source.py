@@ -161,3 +161,18 @@ def parse_yaml(text: str, path: Path) -> YamlDocument:
         raise StoryboardError(f"{path}: could not read YAML: {exc}") from None
     _check_size(data, path)
     return YamlDocument(path, data)
+
+
+def load_round_trip(text: str) -> tuple[YAML, Any]:
+    """A ruamel round-trip loader set up to write the text back as its writer wrote it (quotes kept,
+    long lines never re-wrapped, the file's own indents), and the loaded document. `pick` and the
+    review page's edits both write through it, so untouched lines stay byte-identical."""
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    _, indent, block_seq_indent = load_yaml_guess_indent(text)
+    # ruamel's guess reports the sequence indent (dash to content) and the dash offset.
+    yaml.indent(mapping=2, sequence=indent, offset=block_seq_indent)
+    return yaml, yaml.load(text)
