@@ -5,7 +5,7 @@
     models/Stable-diffusion/tiny-sdxl.safetensors        SGM keys, modelspec title naming Illustrious
     models/Stable-diffusion/tiny-sdxl-vpred.safetensors  same layout plus the v_pred and ztsnr markers
     models/VAE/tiny-sdxl-vae-fp16-fix.safetensors        a second VAE (stands in for madebyollin's fix)
-    models/Lora/tiny-xl-character.safetensors            kohya LoRA: lora_unet_ (LDM names), lora_te1_, lora_te2_
+    models/Lora/tiny-xl-character.safetensors            kohya: lora_unet_ (LDM), lora_te1_, lora_te2_
     models/Lora/tiny-xl-style.safetensors                LyCORIS LoHa on both text encoders and the UNet
 
 Each single file carries its diffusers configs in its metadata (the shipped SDXL configs describe the

@@ -168,7 +168,7 @@ class RenderSettings(Strict):
     )
     v_pred: bool | None = Field(
         None,
-        description="Force v-prediction on (true) or off (false); default: the checkpoint's v_pred marker.",
+        description="Force v-prediction on (true) or off (false); default: the checkpoint's marker.",
     )
     ztsnr: bool | None = Field(
         None,
@@ -179,7 +179,7 @@ class RenderSettings(Strict):
         0.0,
         ge=0.0,
         le=1.0,
-        description="CFG rescale (WebUI's CFG Rescale extension); 0 = off, ~0.7 for v-pred.",
+        description="CFG rescale (WebUI's CFG Rescale extension): 0 = off, ~0.7 for v-pred.",
     )
 
     @model_validator(mode="before")
