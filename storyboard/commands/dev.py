@@ -27,7 +27,8 @@ def tiny_model(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the tiny WebUI-style install into.")],
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
     family: Annotated[
-        str, typer.Option("--family", help="sd1, or sdxl (plain and v-pred + ztsnr single files, SDXL LoRAs).")
+        str,
+        typer.Option("--family", help="sd1, or sdxl (plain and v-pred + ztsnr single files, SDXL LoRAs)."),
     ] = "sd1",
 ) -> None:
     """Write a tiny random-weight model: SD1.x (single file, diffusers folder, VAE, embedding, LoRAs)

@@ -9,7 +9,10 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(
-    name="models", help="List model files, or download the models a stage needs.", no_args_is_help=True, add_completion=False
+    name="models",
+    help="List model files, or download the models a stage needs.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 
 
@@ -41,7 +44,7 @@ def list_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
 ) -> None:
-    """Checkpoints (family, v-pred, ztsnr), LoRAs (base family, trigger words), VAEs, embeddings, upscalers."""
+    """Checkpoints (family, v-pred, ztsnr), LoRAs (family, trigger words), VAEs, embeddings, upscalers."""
     from storyboard.app.inventory import inventory
     from storyboard.models.inventory import format_inventory, inventory_json
 
