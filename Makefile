@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # package itself accepts any torch >= 2.1, so GPU users keep their CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench-tiny
+.PHONY: setup demo test test-oldest lint bench-tiny
 
 # k-diffusion is the reference the sampler tests compare against; its own requirements pull in
 # torchvision (and with it another torch), and the tests need only its sampling code: --no-deps.
@@ -34,3 +34,11 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check storyboard tests bench
 	$(VENV)/bin/mypy storyboard
+
+# The oldest transformers/diffusers pyproject.toml accepts, overlaid on the dev environment: every
+# checkpoint layout (SD1 with and without text_model., SDXL, v-pred + ztsnr) must load under them too.
+OLDEST := "transformers==4.57.1" "diffusers==0.35.2" "tokenizers==0.22.2" "huggingface_hub==0.36.2"
+test-oldest: setup
+	$(PY) -m pip install -q --no-deps --target $(VENV)/oldest $(OLDEST)
+	HF_HUB_OFFLINE=1 PYTHONPATH=$(VENV)/oldest $(PY) -m pytest -q tests/test_models_load.py \
+		tests/test_sdxl_family.py storyboard/models/modules.py -k "not demo and not time_ids"

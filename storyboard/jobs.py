@@ -155,6 +155,12 @@ class PanelJob:
             spec["compile"] = s.compile
         if s.low_memory:
             spec["low_memory"] = True
+        # Only set SDXL-family settings enter the spec, so every other panel keeps its hash.
+        for key in ("v_pred", "ztsnr"):
+            if getattr(s, key) is not None:
+                spec[key] = getattr(s, key)
+        if s.cfg_rescale:
+            spec["cfg_rescale"] = s.cfg_rescale
         if self.regions:
             # Only regional panels carry these keys, so every other panel keeps its hash (and cache).
             spec["regions"] = [r.spec() for r in self.regions]

@@ -26,8 +26,24 @@ def dev() -> None:
 def tiny_model(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the tiny WebUI-style install into.")],
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
+    family: Annotated[
+        str,
+        typer.Option("--family", help="sd1, or sdxl (plain and v-pred + ztsnr single files, SDXL LoRAs)."),
+    ] = "sd1",
 ) -> None:
-    """Write a tiny random-weight SD1.x model (single file, diffusers folder, VAE, embedding, LoRAs)."""
+    """Write a tiny random-weight model: SD1.x (single file, diffusers folder, VAE, embedding, LoRAs)
+    or, with --family sdxl, SDXL single files (plain, and v-prediction + zero terminal SNR) with LoRAs."""
+    if family == "sdxl":
+        from storyboard.models.tiny import write_tiny_sdxl_model
+
+        xl = write_tiny_sdxl_model(out_dir, seed=seed)
+        rows = [("checkpoint", xl.checkpoint), ("v-pred checkpoint", xl.vpred_checkpoint), ("VAE", xl.vae)]
+        for label, path in [*rows, *[("LoRA", p) for p in xl.loras]]:
+            console.print(f"wrote {label:<17} {path}")
+        console.print(f"use it in a story with `render: {{webui_root: {xl.root}, model: tiny-sdxl}}`")
+        return
+    if family != "sd1":
+        raise typer.BadParameter(f"unknown family {family!r}; use sd1 or sdxl", param_hint="--family")
     from storyboard.models.tiny import write_tiny_model
 
     tiny = write_tiny_model(out_dir, seed=seed)

@@ -1,13 +1,18 @@
-"""`storyboard models fetch check`: download the check's pinned model files into the HF cache."""
+"""`storyboard models fetch check`: download the check's pinned model files into the HF cache.
+`storyboard models list`: the model files a story can use, with their families."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 app = typer.Typer(
-    name="models", help="Download the models a stage needs.", no_args_is_help=True, add_completion=False
+    name="models",
+    help="List model files, or download the models a stage needs.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 
 
@@ -27,3 +32,21 @@ def fetch(
     from storyboard.app.check import fetch_models
 
     fetch_models(what, clip=clip)
+
+
+@app.command("list")
+def list_cmd(
+    story: Annotated[
+        Path | None, typer.Argument(help="A story file: the folders its render settings name are listed.")
+    ] = None,
+    webui_root: Annotated[
+        Path | None, typer.Option("--webui-root", help="A WebUI install whose models/ are listed.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """Checkpoints (family, v-pred, ztsnr), LoRAs (family, trigger words), VAEs, embeddings, upscalers."""
+    from storyboard.app.inventory import inventory
+    from storyboard.models.inventory import format_inventory, inventory_json
+
+    entries = inventory(story, webui_root)
+    typer.echo(inventory_json(entries) if as_json else format_inventory(entries))

@@ -82,6 +82,9 @@ class ModelComponents:
     source_path: Path
     scheduler_config: dict[str, Any]
     vae_path: Path | None = None
+    # The checkpoint's "ztsnr" marker: WebUI rescales the schedule to zero terminal SNR for it.
+    # alphas_cumprod above stays as stored; the render applies the rescale (a story may turn it off).
+    ztsnr: bool = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -259,6 +262,7 @@ def _load_single_file(
         source_path=path,
         scheduler_config=scheduler_config,
         vae_path=vae_path,
+        ztsnr="ztsnr" in raw,
     )
 
 

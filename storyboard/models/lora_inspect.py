@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from storyboard.models import hashes
+from storyboard.models.family import lora_family, trigger_words
 from storyboard.models.lora import MODEL_KIND_LABEL, detect_lora_base
 from storyboard.models.lora_formats import LoraNetwork, metadata_json, read_lora
 
@@ -39,6 +40,9 @@ class LoraInfo:
     trigger_phrase: str | None
     top_tags: list[tuple[str, int]] = field(default_factory=list)
     training: dict[str, str] = field(default_factory=dict)
+    family: str | None = None  # SDXL family it was trained on: "pony" | "illustrious" | "noobai" | None
+    family_label: str = "unknown"  # e.g. "SDXL (Illustrious)"
+    triggers: list[str] = field(default_factory=list)  # modelspec trigger phrase, else the top tag
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -133,6 +137,8 @@ def inspect_lora(path: str | Path, *, allow_pickle: bool = False, with_hashes: b
         if p.suffix.lower() == ".safetensors":
             addnet = hashes.addnet_hash_safetensors(p)
     resolution = meta.get("ss_resolution") or meta.get("modelspec.resolution")
+    tags = top_tags(meta)
+    family = lora_family(base, meta, p.stem)
     return LoraInfo(
         path=str(p),
         name=p.stem,
@@ -156,8 +162,11 @@ def inspect_lora(path: str | Path, *, allow_pickle: bool = False, with_hashes: b
         addnet_hash=addnet,
         resolution=resolution,
         trigger_phrase=meta.get("modelspec.trigger_phrase") or None,
-        top_tags=top_tags(meta),
+        top_tags=tags,
         training={k: meta[k] for k in _TRAINING_KEYS if meta.get(k)},
+        family=family.family,
+        family_label=family.label,
+        triggers=trigger_words(meta, tags),
     )
 
 
@@ -171,7 +180,7 @@ def format_info(info: LoraInfo) -> str:
 
     lines = [
         f"{info.name}  ({info.path}, {info.size_bytes / 1e6:.1f} MB)",
-        f"  base model:     {info.base_model}",
+        f"  base model:     {info.family_label}",
         f"  network:        {info.network_type}"
         + (f" [{info.network_module}]" if info.network_module else ""),
         f"  rank:           {rank_text(info.rank, info.alpha)}",
@@ -193,6 +202,8 @@ def format_info(info: LoraInfo) -> str:
         lines.append(f"  resolution:     {info.resolution}")
     if info.trigger_phrase:
         lines.append(f"  trigger phrase: {info.trigger_phrase}")
+    elif info.triggers:
+        lines.append(f"  trigger words:  {', '.join(info.triggers)} (most frequent training tag)")
     if info.top_tags:
         lines.append("  top tags:       " + ", ".join(f"{t} ({n})" for t, n in info.top_tags))
     for k, v in info.training.items():

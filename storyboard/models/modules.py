@@ -93,16 +93,38 @@ def _build_clip(config: dict[str, Any], state: dict[str, Tensor], path: Path, *,
     model: CLIPTextModel | CLIPTextModelWithProjection = _empty(
         lambda: CLIPTextModelWithProjection(cfg) if projection else CLIPTextModel(cfg)
     )
-    own = set(model.state_dict())
+    fixed = fit_text_model_level(state, set(model.state_dict()))
+    return _load_into(model, fixed, "text encoder", path)
+
+
+def fit_text_model_level(state: dict[str, Tensor], own: set[str]) -> dict[str, Tensor]:
+    """CLIP text-encoder weights renamed to the ``text_model.`` level the installed model uses.
+
+    Two things vary independently: files store ``embeddings...`` with or without the ``text_model.``
+    level (WebUI's ``checkpoint_dict_replacements_sd1`` adds it on load for files without), and
+    transformers >= 5.6 builds CLIPTextModel without that level while older versions have it. Each
+    key is moved to whichever spelling the model has, so every file loads under every version.
+
+    >>> import torch
+    >>> t = torch.zeros(1)
+    >>> sorted(fit_text_model_level({"embeddings.x": t, "text_model.final.y": t},
+    ...                             {"text_model.embeddings.x", "text_model.final.y"}))
+    ['text_model.embeddings.x', 'text_model.final.y']
+    >>> sorted(fit_text_model_level({"text_model.embeddings.x": t}, {"embeddings.x"}))
+    ['embeddings.x']
+    """
     fixed: dict[str, Tensor] = {}
     for k, v in state.items():
         if k.endswith("position_ids"):
             continue  # a non-persistent buffer in current transformers; old checkpoints still carry it
-        # transformers >= 5.6 dropped the ``text_model.`` level of CLIPTextModel.
-        if k not in own and k.startswith("text_model.") and k.removeprefix("text_model.") in own:
-            k = k.removeprefix("text_model.")
+        if k not in own:
+            flat = k.removeprefix("text_model.")
+            if flat in own:
+                k = flat
+            elif "text_model." + k in own:
+                k = "text_model." + k
         fixed[k] = v
-    return _load_into(model, fixed, "text encoder", path)
+    return fixed
 
 
 def _finish(module: M, device: str | torch.device, dtype: torch.dtype) -> M:

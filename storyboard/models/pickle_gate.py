@@ -27,10 +27,10 @@ def refuse_pickle(path: Path, *, allow_pickle: bool, what: str = "model file") -
 
 def _refusal(path: Path, what: str) -> ModelError:
     return ModelError(
-            f"The {what} {path} is a pickle file ({path.suffix}), which can run arbitrary code when loaded, "
-            "so it is refused by default.",
-            hint=f"prefer a .safetensors version of it; if you trust the file, {PICKLE_HINT}",
-        )
+        f"The {what} {path} is a pickle file ({path.suffix}), which can run arbitrary code when loaded, "
+        "so it is refused by default.",
+        hint=f"prefer a .safetensors version of it; if you trust the file, {PICKLE_HINT}",
+    )
 
 
 def load_pickle(path: Path, *, allow_pickle: bool, what: str = "model file") -> Any:

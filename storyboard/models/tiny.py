@@ -13,7 +13,8 @@ Layout under ``out_dir``::
     models/Lora/*.safetensors                kohya LoRAs (when storyboard.models.lora_write exists)
     embeddings/EasyNegative.safetensors      textual inversion, emb_params (n_vectors, 32)
 
-``write_tiny_sdxl_checkpoint`` writes a tiny SDXL single file for tests of the SDXL loading path.
+``storyboard.models.tiny_sdxl`` writes the same for SDXL (plain, and v-prediction + zero terminal SNR)
+and a tiny SD2 file for family detection.
 """
 
 from __future__ import annotations
@@ -238,71 +239,23 @@ def _write_loras(folder: Path, unet: Any, text_encoder: Any, seed: int) -> list[
     return [character, style]
 
 
-# SDXL ------------------------------------------------------------------------------------------
+# SDXL (and SD2, for family detection) live in tiny_sdxl; re-exported here for existing callers.
+from storyboard.models.tiny_sdxl import (  # noqa: E402
+    SDXL_UNET_CONFIG,
+    TinySdxl,
+    TinySdxlModel,
+    write_tiny_sd2_checkpoint,
+    write_tiny_sdxl_checkpoint,
+    write_tiny_sdxl_model,
+)
 
-SDXL_TIME_DIM = 8
-SDXL_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 8,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": (32, 64),
-    "layers_per_block": 1,
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
-    "transformer_layers_per_block": (1, 2),
-    "attention_head_dim": (2, 4),
-    "use_linear_projection": True,
-    "cross_attention_dim": 2 * HIDDEN,  # CLIP-L and CLIP-G hidden states concatenated
-    "addition_embed_type": "text_time",
-    "addition_time_embed_dim": SDXL_TIME_DIM,
-    # pooled CLIP-G embedding + 6 size/crop numbers, each embedded to SDXL_TIME_DIM
-    "projection_class_embeddings_input_dim": HIDDEN + 6 * SDXL_TIME_DIM,
-    "norm_num_groups": 32,
-}
-
-
-@dataclass(frozen=True)
-class TinySdxl:
-    checkpoint: Path
-    unet: Any
-    vae: Any
-    text_encoder: Any
-    text_encoder_2: Any
-
-
-def write_tiny_sdxl_checkpoint(path: str | Path, seed: int = 0) -> TinySdxl:
-    """A tiny random-weight SDXL model as an SGM single file (config in metadata), plus its modules.
-
-    Only for tests of the SDXL loading path; real SDXL files use the shipped sdxl configs.
-    """
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from storyboard.models.ldm_keys import sdxl_to_ldm_state_dict
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet: Any = UNet2DConditionModel(**SDXL_UNET_CONFIG)
-        vae: Any = AutoencoderKL(**VAE_CONFIG)
-        te: Any = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
-        te2: Any = CLIPTextModelWithProjection(CLIPTextConfig(**dict(TEXT_CONFIG, hidden_act="gelu")))
-        for module in (unet, vae, te, te2):
-            for p in module.parameters():
-                p.data.add_(torch.randn_like(p) * 0.02)
-            module.eval().requires_grad_(False)
-    scheduler = EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG)
-    configs = {
-        "unet": json.loads(unet.to_json_string()),
-        "vae": json.loads(vae.to_json_string()),
-        "text_encoder": te.config.to_dict(),
-        "text_encoder_2": te2.config.to_dict(),
-        "scheduler": json.loads(scheduler.to_json_string()),
-    }
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        sdxl_to_ldm_state_dict(unet, vae, te, te2),
-        str(out),
-        metadata={CONFIG_METADATA_KEY: json.dumps(configs, sort_keys=True)},
-    )
-    return TinySdxl(checkpoint=out, unet=unet, vae=vae, text_encoder=te, text_encoder_2=te2)
+__all__ = [
+    "SDXL_UNET_CONFIG",
+    "TinyModel",
+    "TinySdxl",
+    "TinySdxlModel",
+    "write_tiny_model",
+    "write_tiny_sd2_checkpoint",
+    "write_tiny_sdxl_checkpoint",
+    "write_tiny_sdxl_model",
+]

@@ -37,6 +37,26 @@ def scaled_linear_alphas_cumprod(
     return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
 
 
+# WebUI's stand-in for alphas_cumprod[-1] = 0: the last sigma becomes sqrt((1 - a) / a) ~ 4518.9
+# instead of infinity, so every schedule and sampler works with a finite sigma_max.
+ZTSNR_LAST_ABAR = 4.8973451890853435e-08
+
+
+def rescale_zero_terminal_snr_abar(alphas_cumprod: Tensor) -> Tensor:
+    """The schedule shifted and scaled to zero terminal SNR, as WebUI's ``sd_models`` function of this
+    name does for checkpoints with a ``ztsnr`` marker (or the "Zero Terminal SNR" noise schedule).
+
+    Works on sqrt(abar): shift so the last one is 0, scale so the first keeps its value, square;
+    then the last is set to ZTSNR_LAST_ABAR. Done in the input's dtype (float32, as WebUI's buffer).
+    """
+    root = alphas_cumprod.sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    out = root**2
+    out[-1] = ZTSNR_LAST_ABAR
+    return out
+
+
 class CompVisDenoiser(torch.nn.Module):
     """D(x, sigma) = x - sigma * eps(x / sqrt(sigma^2 + 1), t(sigma)) (eps prediction), or the
     v-prediction form c_skip * x + c_out * v with sigma_data = 1."""
@@ -193,6 +213,16 @@ class CondEntry:
         return cls(sched)
 
 
+def rescale_cfg(guided: Tensor, cond: Tensor, phi: float) -> Tensor:
+    """CFG rescale as WebUI's "CFG Rescale" extension does it on the denoised images: each image's
+    guided prediction is scaled to the standard deviation of its cond prediction, then mixed with the
+    unscaled one by ``phi`` (0 = plain CFG). Fights the over-exposure that v-prediction + zero-SNR
+    models show at ordinary CFG scales."""
+    dims = tuple(range(1, guided.ndim))
+    ratio = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
+    return (guided * ratio) * phi + guided * (1.0 - phi)
+
+
 def _at(sched: list[tuple[int, Conditioning]], step: int) -> Conditioning:
     for end, c in sched:
         if step <= end:
@@ -223,9 +253,11 @@ class CFGDenoiser:
         empty_chunk: Tensor | None = None,
         batch_cond_uncond: bool = True,
         switch_loras: Callable[[Hashable | None], None] | None = None,
+        cfg_rescale: float = 0.0,
     ) -> None:
         self.model = model
         self.cfg_scale = float(cfg_scale)
+        self.cfg_rescale = float(cfg_rescale)
         if cond_schedule is not None:
             self.entries = [CondEntry.of(cond_schedule)]
         elif isinstance(cond, Sequence) and cond and isinstance(cond[0], CondEntry):
@@ -262,6 +294,8 @@ class CFGDenoiser:
             out_cond, out_uncond = self._regional(x, sigma)
         denoised = out_uncond.clone()
         denoised += (out_cond - out_uncond) * self.cfg_scale
+        if self.cfg_rescale > 0:
+            denoised = rescale_cfg(denoised, out_cond, self.cfg_rescale)
         self.step += 1
         return denoised
 

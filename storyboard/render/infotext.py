@@ -233,6 +233,21 @@ def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embed
         hires_upscaler=hr.upscaler if hr else None,
         lora_hashes=lora_hash_pairs(rj, hashes),
         ti_hashes=[(e.name, e.shorthash) for e in embeddings],
-        extra=regional_infotext(job),
+        extra={**regional_infotext(job), **schedule_infotext(rj)},
     )
     return info.text()
+
+
+def schedule_infotext(rj: ResolvedJob) -> dict[str, object]:
+    """ "Noise Schedule" (WebUI's sd_noise_schedule option, which pasting sets) and "CFG Rescale" (the
+    key of WebUI's CFG Rescale extension), each only when in use. WebUI writes its option's value, so
+    a ztsnr-marked model under the default option says "Default"; this says what was used, which is
+    what makes WebUI repeat the picture whatever the model's markers."""
+    from storyboard.render.resolve import uses_ztsnr
+
+    out: dict[str, object] = {}
+    if uses_ztsnr(rj):
+        out["Noise Schedule"] = "Zero Terminal SNR"
+    if rj.settings.cfg_rescale > 0:
+        out["CFG Rescale"] = rj.settings.cfg_rescale
+    return out

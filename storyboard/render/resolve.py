@@ -19,6 +19,7 @@ import torch
 
 from storyboard.errors import ModelError, StoryboardError
 from storyboard.jobs import LoraUse, PanelJob, RenderIdentity, RenderSettings
+from storyboard.models.family import ModelFamily, checkpoint_family
 from storyboard.models.hashes import lora_hash, sha256_file
 from storyboard.models.pickle_gate import refuse_pickle
 from storyboard.models.registry import ModelFile, ModelFolders, Registry, safetensors_header
@@ -49,6 +50,7 @@ class ResolvedModels:
     kind: str | None
     embeddings: dict[str, Embedding]
     registry: Registry
+    family: ModelFamily | None = None  # from the checkpoint's header: SDXL family, v_pred/ztsnr markers
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,15 @@ def hires_negative(job: PanelJob) -> str:
     return hr.negative if hr is not None and hr.negative else job.negative
 
 
+def uses_ztsnr(rj: ResolvedJob) -> bool:
+    """Whether the job samples on the zero-terminal-SNR schedule: the story's ``ztsnr`` setting,
+    else the checkpoint's marker."""
+    s = rj.settings
+    if s.ztsnr is not None:
+        return s.ztsnr
+    return rj.models.family is not None and rj.models.family.ztsnr
+
+
 def prompt_texts(job: PanelJob) -> list[str]:
     """Every text the job encodes, negative first (WebUI encodes the negative first)."""
     texts = [job.negative, job.prompt_text]
@@ -190,7 +201,8 @@ class Resolver:
         if vae is not None:
             refuse_pickle(vae.path, allow_pickle=settings.allow_pickle, what="VAE")
         kind = checkpoint_kind(ckpt.path)
-        resolved = ResolvedModels(ckpt, vae, kind, self._embeddings(reg, settings, kind), reg)
+        family = checkpoint_family(ckpt.path)
+        resolved = ResolvedModels(ckpt, vae, kind, self._embeddings(reg, settings, kind), reg, family)
         self._models[key] = resolved
         return resolved
 
@@ -283,7 +295,8 @@ class Resolver:
         loras = {r.use.name: r.file for r in rj.loras}
         return RenderIdentity(
             renderer="diffusers",
-            version=ENGINE_VERSION,
+            # Panels of ztsnr-marked checkpoints rendered before the marker was honoured re-render.
+            version=ENGINE_VERSION + ("+ztsnr" if uses_ztsnr(rj) else ""),
             model=self.sha(rj.models.checkpoint.path),
             vae=self.sha(rj.models.vae.path) if rj.models.vae else None,
             lora_hashes={n: self.lora_hash(f.path) for n, f in loras.items()},

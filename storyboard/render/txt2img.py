@@ -18,17 +18,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from PIL import Image
 from torch import Tensor
 
+from storyboard.jobs import RenderSettings
 from storyboard.models.load import ModelComponents
 from storyboard.models.lora import LoraPatcher
 from storyboard.render.conditioning import CondSchedule, PanelConds, RegionalConds, merge_conds
 from storyboard.render.decode import decode_latents, encode_images
-from storyboard.render.denoiser import CFGDenoiser, CompVisDenoiser, CondEntry
+from storyboard.render.denoiser import (
+    CFGDenoiser,
+    CompVisDenoiser,
+    CondEntry,
+    rescale_zero_terminal_snr_abar,
+)
 from storyboard.render.hires import (
     hires_size,
     img2img_sigmas,
@@ -57,6 +63,29 @@ class LoadedModel:
     patcher: LoraPatcher
     denoiser: CompVisDenoiser
     device: torch.device
+    # k-diffusion views of other (prediction type, zero terminal SNR) choices, built on first use.
+    variants: dict[tuple[str, bool], CompVisDenoiser] = field(default_factory=dict)
+
+    def for_settings(self, s: RenderSettings) -> LoadedModel:
+        """This model as a job's settings see it: v-prediction and the zero-terminal-SNR schedule
+        forced by the story, else from the checkpoint's ``v_pred`` / ``ztsnr`` markers (WebUI)."""
+        comps = self.components
+        v_pred = s.v_pred if s.v_pred is not None else comps.prediction_type == "v_prediction"
+        ztsnr = s.ztsnr if s.ztsnr is not None else comps.ztsnr
+        key = ("v_prediction" if v_pred else "epsilon", ztsnr)
+        # The loaded view is built from the stored schedule, never rescaled (engine._ensure_loaded).
+        if key == (self.denoiser.prediction_type, False):
+            return self  # every SD1 panel
+        den = self.variants.get(key)
+        if den is None:
+            acp = comps.alphas_cumprod.float()
+            if ztsnr:
+                acp = rescale_zero_terminal_snr_abar(acp)
+            den = CompVisDenoiser(comps.unet, acp, prediction_type=key[0])
+            den.alphas_cumprod = den.alphas_cumprod.to(self.device)
+            den.sigmas = den.sigmas.to(self.device)
+            self.variants[key] = den
+        return replace(self, denoiser=den)
 
 
 def run_pass(
@@ -71,22 +100,37 @@ def run_pass(
     progress: RenderProgress,
     label: str,
     guide: GuideFactory | None = None,
+    size: tuple[int, int] | None = None,
+    cfg_rescale: float = 0.0,
 ) -> Tensor:
-    """Denoise x down `sigmas` with CFG; returns the latent to decode."""
+    """Denoise x down `sigmas` with CFG; returns the latent to decode.
+
+    ``size`` is the pass's (width, height) in pixels (default: the latent's size * 8)."""
     info = spec.info
     noise = brownian_noise_sampler(x, sigmas, seeds) if info.brownian_noise else rng.noise_sampler()
-    # SDXL's size conditioning: original = target = this pass's pixel size, crop (0, 0) (WebUI).
-    h, w = int(x.shape[-2]) * 8, int(x.shape[-1]) * 8
-    time_ids = torch.tensor([h, w, 0, 0, h, w], dtype=torch.float32, device=x.device)
+    time_ids = sdxl_time_ids(size or (int(x.shape[-1]) * 8, int(x.shape[-2]) * 8), x.device)
     if guide is not None:
         cfg = guide(x, time_ids)
     else:
         cfg = CFGDenoiser(
-            model.denoiser, merge_conds(conds[0], time_ids), merge_conds(conds[1], time_ids), cfg_scale
+            model.denoiser,
+            merge_conds(conds[0], time_ids),
+            merge_conds(conds[1], time_ids),
+            cfg_scale,
+            cfg_rescale=cfg_rescale,
         )
     progress.start_pass(label, len(sigmas) - 1)
     out = sample(spec.sampler, cfg, x, sigmas, noise, callback=lambda _info: progress.step())
     return spec.final_latent(out, sigmas)
+
+
+def sdxl_time_ids(size: tuple[int, int], device: torch.device) -> Tensor:
+    """SDXL's size conditioning as WebUI's ``sd_models_xl.get_learned_conditioning`` builds it:
+    original size and target size both the pass's (height, width), crop (top, left) = (0, 0)
+    (WebUI's sdxl_crop_top/left defaults). The hires pass gets its own size, hr_upscale_to_x/y,
+    which need not be a multiple of 8, so it is passed in, not read off the latent."""
+    w, h = size
+    return torch.tensor([h, w, 0, 0, h, w], dtype=torch.float32, device=device)
 
 
 def render_batch(
@@ -103,6 +147,7 @@ def render_batch(
     With ``regional`` (a batch of one regional job), each pass is guided by the job's regions."""
     first = batch[0]
     s, spec, hr_spec = first.settings, first.spec, first.hr_spec
+    model = model.for_settings(s)
     den, device = model.denoiser, model.device
     seeds = [rj.job.seed for rj in batch]
     # Prepare timesteps and latents.
@@ -115,6 +160,7 @@ def render_batch(
         latent = run_pass(
             model, spec, x, sigmas, rng, seeds, ([c.cond for c in conds], [c.uncond for c in conds]),
             s.cfg_scale, progress, ids, regional_guide(model, first, regional, hires=False),
+            (s.width, s.height), s.cfg_rescale,
         )  # fmt: skip
     # Hires fix.
     hr = s.hires
@@ -141,8 +187,8 @@ def render_batch(
         with stage("hires_sample"):
             latent = run_pass(
                 model, hr_spec, x2, sigmas2, rng2, seeds, hr_conds, s.cfg_scale, progress, f"{ids} (hires)",
-                regional_guide(model, first, regional, hires=True),
-            )
+                regional_guide(model, first, regional, hires=True), (tw, th), s.cfg_rescale,
+            )  # fmt: skip
     # Decode.
     with stage("decode"):
         return decode_latents(model.components.vae, latent)
@@ -184,7 +230,12 @@ def regional_guide(
         p = rc.panel
         uncond = (p.hr_uncond or p.uncond) if hires else p.uncond
         return CFGDenoiser(
-            model.denoiser, entries, merge_conds([uncond], time_ids), s.cfg_scale, switch_loras=rc.switch
+            model.denoiser,
+            entries,
+            merge_conds([uncond], time_ids),
+            s.cfg_scale,
+            switch_loras=rc.switch,
+            cfg_rescale=s.cfg_rescale,
         )
 
     return build

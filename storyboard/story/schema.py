@@ -23,6 +23,7 @@ from pydantic import (
 
 from storyboard.layout.types import LayoutSettings
 from storyboard.prompt.extra_networks import LoraUse
+from storyboard.story.presets import PresetName, with_preset
 from storyboard.story.regions import check_box, parse_split
 
 PANEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -186,6 +187,31 @@ class RenderSettings(Strict):
             "(tiling changes pixels slightly). Slower. See docs/speed.md."
         ),
     )
+    preset: PresetName | None = Field(
+        None,
+        description="Model-family preset (illustrious, noobai, pony, sd15-anime): fills quality and "
+        "negative tags, clip skip, width and height wherever they are not set.",
+    )
+    v_pred: bool | None = Field(
+        None,
+        description="Force v-prediction on (true) or off (false); default: the checkpoint's marker.",
+    )
+    ztsnr: bool | None = Field(
+        None,
+        description="Force the zero-terminal-SNR noise schedule on or off; default: the checkpoint's "
+        "ztsnr marker (WebUI's 'Noise Schedule: Zero Terminal SNR').",
+    )
+    cfg_rescale: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="CFG rescale (WebUI's CFG Rescale extension): 0 = off, ~0.7 for v-pred.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        return with_preset(data)
 
     @property
     def output_size(self) -> tuple[int, int]:
