@@ -23,17 +23,21 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/storyboard validate stories/demo.yaml >/dev/null 2>&1 \
-		&& $(VENV)/bin/storyboard build stories/demo.yaml \
-		|| { echo "models not installed: drawing draft panels (see README 'Real models')"; \
-		     $(VENV)/bin/storyboard build stories/demo.yaml --draft; }
+	@if $(VENV)/bin/storyboard validate stories/demo.yaml >/dev/null 2>&1; then \
+		$(VENV)/bin/storyboard build stories/demo.yaml; \
+	else \
+		echo "models not installed: drawing draft panels into output/demo/draft/ (see README 'Real models')"; \
+		$(VENV)/bin/storyboard build stories/demo.yaml --draft; \
+	fi
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check storyboard tests bench
+	$(VENV)/bin/ruff check storyboard tests bench tools
 	$(VENV)/bin/mypy storyboard
+	$(VENV)/bin/mypy --strict storyboard/story storyboard/render storyboard/app storyboard/jobs.py \
+		storyboard/check storyboard/review storyboard/writes.py
 
 # The oldest transformers/diffusers pyproject.toml accepts, overlaid on the dev environment: every
 # checkpoint layout (SD1 with and without text_model., SDXL, v-pred + ztsnr) must load under them too.

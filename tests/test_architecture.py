@@ -33,8 +33,14 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                           "storyboard.layout", "storyboard.check", "storyboard.models.load"),
     "storyboard.jobs": ("storyboard.render", "storyboard.app", "storyboard.cli", "storyboard.story.load",
                         "storyboard.story.plan", "torch"),
-    "storyboard.app": ("storyboard.cli", "storyboard.commands"),
+    "storyboard.app": ("storyboard.cli", "storyboard.commands", "storyboard.review"),
+    "storyboard.review": ("storyboard.cli", "storyboard.commands"),
 }  # fmt: skip
+
+# No stage or library reaches up to the shells.
+for _owner in ("storyboard.story", "storyboard.render", "storyboard.layout", "storyboard.check",
+               "storyboard.models", "storyboard.prompt", "storyboard.jobs"):
+    FORBIDDEN[_owner] = (*FORBIDDEN[_owner], "storyboard.review")  # fmt: skip
 
 MAX_LINES = 400
 
