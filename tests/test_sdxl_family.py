@@ -4,6 +4,7 @@ CFG rescale, SDXL size conditioning, both text encoders' LoRA weights, presets, 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from storyboard.models.tiny import (
 )
 from storyboard.render.denoiser import CFGDenoiser, CompVisDenoiser, rescale_zero_terminal_snr_abar
 from storyboard.render.infotext import parse_infotext
+from storyboard.story.plan import plan
 from storyboard.story.schema import HiresFix, RenderSettings
 
 # WebUI's value for the last alphas_cumprod after the rescale (modules/sd_models.py).
@@ -311,7 +313,10 @@ def planned(tmp_path: Path, preset: str, extra: str = "") -> PanelJob:
 
     p = tmp_path / f"{preset}.yaml"
     p.write_text(PRESET_STORY.replace("PRESET", preset).replace(" EXTRA", extra))
-    return plan(load_story(p))[0]
+    loaded = load_story(p)
+    # The preset's width x height is the pixel budget; compare it, not the frame-shaped render size.
+    budget = loaded.panel_render[plan(loaded)[0].panel_id]
+    return replace(plan(loaded)[0], settings=budget)
 
 
 def test_presets_compose_exact_prompts(tmp_path: Path) -> None:
@@ -379,12 +384,14 @@ def test_tiny_sdxl_demo_builds_on_cpu(tmp_path: Path, xl: TinySdxlModel) -> None
     build(loaded, tmp_path / "out", DiffusersRenderer(tmp_path, quiet=True, device="cpu"))
     panels = sorted((tmp_path / "out").rglob("panels/*.png"))
     assert [p.stem for p in panels] == ["gate", "meet"]
+    jobs = {j.panel_id: j for j in plan(loaded)}  # each shaped to its frame at the 64x96 budget
     for p in panels:
         image = Image.open(p)
-        assert image.size == (96, 144)
+        assert image.size == jobs[p.stem].output_size
         info = parse_infotext(image.info["parameters"])
         assert info["Noise Schedule"] == "Zero Terminal SNR" and info["CFG Rescale"] == "0.7"
         assert info["Model"] == "tiny-sdxl-vpred" and info["VAE"] == "tiny-sdxl-vae-fp16-fix.safetensors"
-        assert info["Size-1"] == "64" and info["Size-2"] == "96" and info["Hires upscale"] == "1.5"
+        w, h = jobs[p.stem].size
+        assert (info["Size-1"], info["Size-2"], info["Hires upscale"]) == (str(w), str(h), "1.5")
         assert info["Prompt"].startswith("masterpiece, best quality, newest, absurdres, highres, very awa, ")
         assert "tiny_xl_character" in info["Lora hashes"] and "tiny-xl-style" in info["Lora hashes"]

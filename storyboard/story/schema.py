@@ -217,7 +217,10 @@ class RenderSettings(Strict):
     def output_size(self) -> tuple[int, int]:
         if self.hires is None:
             return self.width, self.height
-        return int(self.width * self.hires.scale), int(self.height * self.hires.scale)
+        # As WebUI: the hires target is int(size * scale), and the latent (so the image) is that
+        # rounded down to a multiple of 8 (render/hires.py hires_size does the same).
+        scale = self.hires.scale
+        return int(self.width * scale) // 8 * 8, int(self.height * scale) // 8 * 8
 
 
 class DialogueLine(Strict):
