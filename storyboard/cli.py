@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from storyboard.errors import StoryboardError
+
+if TYPE_CHECKING:
+    from storyboard.distributed import RayOptions
 
 app = typer.Typer(
     name="storyboard",
@@ -26,6 +30,47 @@ err_console = Console(stderr=True, highlight=False)
 
 StoryArg = Annotated[Path, typer.Argument(help="The story YAML file.", show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output root; the comic goes to OUT/<story name>/.")]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="[ADDRESS]",
+        help="Render on Ray, one actor per GPU: alone, a local Ray over this machine's GPUs; with ADDRESS "
+        "(auto, HOST:PORT, ray://HOST:PORT) that cluster. Needs pip install 'storyboard[ray]'.",
+    ),
+]
+RayStoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-store",
+        help="With --ray on a cluster: the shared panel store, a folder every node mounts at the same "
+        "path or an fsspec URL (default: the output folder).",
+    ),
+]
+# `--ray` may stand alone; the parser wants a value, so main() gives the bare flag the value "local".
+_RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.-]+:\d+)$")
+
+
+def _ray_argv(argv: list[str]) -> list[str]:
+    """`--ray` followed by something that is not an address becomes `--ray=local`."""
+    out = []
+    for i, arg in enumerate(argv):
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if arg == "--ray" and (nxt is None or not _RAY_ADDRESS.match(nxt)):
+            arg = "--ray=local"
+        out.append(arg)
+    return out
+
+
+def _ray_options(ray: str | None, store: str | None) -> RayOptions | None:
+    from storyboard.distributed import RayOptions, parse_address, require_ray
+
+    if ray is None:
+        if store is not None:
+            raise StoryboardError("--ray-store is only used with --ray.")
+        return None
+    require_ray()  # the install hint before any model loads
+    return RayOptions(address=parse_address(ray), store=store)
 
 
 def _quiet() -> bool:
@@ -95,6 +140,7 @@ def _run_build(
     only: list[str] | None = None,
     seeds: dict[str, int] | None = None,
     wait: bool = True,
+    ray: RayOptions | None = None,
 ) -> None:
     from storyboard.app import build_story
 
@@ -104,7 +150,7 @@ def _run_build(
 
     loaded, report = build_story(
         story, out, draft=draft, require_models=require_models, only=only, seeds=seeds, wait=wait,
-        quiet=_quiet(), notify=_notify, progress=progress,
+        quiet=_quiet(), notify=_notify, progress=progress, ray=ray,
     )  # fmt: skip
     console.print(
         f"{loaded.story.title}: rendered {len(report.rendered)} panel(s), reused {len(report.reused)} "
@@ -130,9 +176,12 @@ def build_cmd(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Fail at once if another build holds the story.")
     ] = False,
+    ray: RayOpt = None,
+    ray_store: RayStoreOpt = None,
 ) -> None:
     """Build the whole comic into OUT/<story>/: panels, pages, PDF, CBZ; only changed panels are rendered."""
-    _run_build(story, out, draft=draft, require_models=require_models, wait=not no_wait)
+    rays = _ray_options(ray, ray_store)
+    _run_build(story, out, draft=draft, require_models=require_models, wait=not no_wait, ray=rays)
 
 
 @app.command()
@@ -148,14 +197,20 @@ def render(
         int, typer.Option("--candidates", "-k", min=0, max=64, help="Render K seeds plus a contact sheet.")
     ] = 0,
     draft: Annotated[bool, typer.Option("--draft", help="Draft placeholders; no GPU or models.")] = False,
+    ray: RayOpt = None,
+    ray_store: RayStoreOpt = None,
 ) -> None:
     """Re-render just the given panels (other panels stay byte-identical), then re-lay out."""
     from storyboard import app as ops
 
     if sum([seed is not None, reroll, candidates > 0]) > 1:
         raise StoryboardError("Use only one of --seed, --reroll and --candidates.")
+    rays = _ray_options(ray, ray_store)
     if candidates:
-        for c in ops.candidates(story, out, panel, candidates, draft=draft, quiet=_quiet(), notify=_notify):
+        found = ops.candidates(
+            story, out, panel, candidates, draft=draft, quiet=_quiet(), notify=_notify, ray=rays
+        )
+        for c in found:
             console.print(f"{c.panel_id}: {len(c.images)} candidates, contact sheet {c.sheet}")
             for s, path in c.images:
                 console.print(f"  seed {s}: {path}")
@@ -166,7 +221,7 @@ def render(
         seeds = ops.preview_seeds(panel, seed)
         for pid, s in seeds.items():
             console.print(f"{pid}: seed {s} (keep it with: storyboard pick {story} {pid} {s})")
-    _run_build(story, out, draft=draft, require_models=False, only=panel, seeds=seeds)
+    _run_build(story, out, draft=draft, require_models=False, only=panel, seeds=seeds, ray=rays)
 
 
 @app.command()
@@ -241,7 +296,7 @@ _register_subapps()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app(args=_ray_argv(sys.argv[1:]), standalone_mode=False)
     except StoryboardError as exc:
         # markup off: messages quote field paths like pages[0] that rich would take for tags
         err_console.print(f"error: {exc}", markup=False, style="red", soft_wrap=True)

@@ -34,6 +34,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "storyboard.jobs": ("storyboard.render", "storyboard.app", "storyboard.cli", "storyboard.story.load",
                         "storyboard.story.plan", "torch"),
     "storyboard.app": ("storyboard.cli", "storyboard.commands"),
+    # Ray rendering is a Renderer the app layer chooses: it never reaches back up into the app, the
+    # shells or the story (jobs arrive as PanelJobs; PNG encoding is handed in by the app).
+    "storyboard.distributed": ("storyboard.app", "storyboard.cli", "storyboard.commands", "storyboard.story",
+                               "storyboard.layout", "storyboard.check"),
 }  # fmt: skip
 
 MAX_LINES = 400

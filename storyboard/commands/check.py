@@ -30,10 +30,19 @@ def check(
         Path | None, typer.Option("--models", help="Folder with the model files instead of the HF cache.")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray", metavar="[ADDRESS]", help="With --fix: render candidates on Ray (see build --ray)."
+        ),
+    ] = None,
 ) -> None:
     """Compare each character across its panels; write OUT/<story>/check/index.html and report.json."""
     from storyboard.app.check import check_story
+    from storyboard.distributed import RayOptions, parse_address, require_ray
 
+    if ray is not None:
+        require_ray()
     code = check_story(
         story,
         out_root=out,
@@ -43,6 +52,7 @@ def check(
         backend=backend,
         models_dir=models,
         device=device,
+        ray=None if ray is None else RayOptions(address=parse_address(ray)),
     )
     if code:
         raise typer.Exit(code)

@@ -11,7 +11,7 @@ import io
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from storyboard.distributed.shared_store import open_store
 from storyboard.distributed.throughput import WorkerStats, summary
 from storyboard.distributed.worker import Done, RenderWorker, WorkerSpec
 from storyboard.errors import StoryboardError
-from storyboard.jobs import PanelJob, RenderedPanel, RenderIdentity, Renderer, job_hash
+from storyboard.jobs import PanelJob, RenderedPanel, Renderer, RenderIdentity, job_hash
 from storyboard.render.progress import RenderProgress, progress_enabled
 
 Notify = Callable[[str], None]
@@ -92,7 +92,9 @@ class RayRenderer:
         # One round trip: every actor is up (its renderer built) before the first job is sent, and
         # a broken node shows here as an error rather than mid-build.
         infos = ray.get([h.info.remote() for h in handles])
-        self.actors = [_Actor(h, WorkerStats(i["name"], i["gpu"])) for h, i in zip(handles, infos, strict=True)]
+        self.actors = [
+            _Actor(h, WorkerStats(i["name"], i["gpu"])) for h, i in zip(handles, infos, strict=True)
+        ]
         self.infos: list[dict[str, Any]] = infos
         self.last_stats: list[WorkerStats] = []
         self.recovered: list[str] = []  # panels a dead actor finished, read back from the store

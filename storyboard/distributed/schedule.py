@@ -72,18 +72,16 @@ class Scheduler:
         """The chunk an actor holding `model` with `loras` applied should take next."""
         if not self.chunks:
             return None
-        for want in (
-            lambda c: c.model == model and c.loras == loras,
-            lambda c: c.model == model,
-        ):
-            for c in self.chunks:
-                if want(c):
-                    self.chunks.remove(c)
-                    return c
+        same_loras = [c for c in self.chunks if c.model == model and c.loras == loras]
+        same_model = [c for c in self.chunks if c.model == model]
+        for found in (same_loras, same_model):
+            if found:
+                self.chunks.remove(found[0])
+                return found[0]
         return self.chunks.popleft()
 
     def failed(self, jobs: Sequence[PanelJob], reason: str) -> None:
-        """Count a failed try for each job; put back, one job per chunk at the front, those with tries left."""
+        """Count a failed try per job; those with tries left go back in front, one job per chunk."""
         retry = []
         for job in jobs:
             key = job.spec_digest()

@@ -109,7 +109,7 @@ class FsspecStore:
     """
 
     def __init__(self, url: str) -> None:
-        import fsspec  # type: ignore[import-untyped]
+        import fsspec
 
         self.url = url
         self.fs, root = fsspec.core.url_to_fs(url)
