@@ -178,8 +178,10 @@ class RayRenderer:
                 continue
             except ray.exceptions.RayTaskError as exc:
                 actor.model = actor.loras = None  # unknown state after a failure: no affinity
-                reason = str(exc.cause) if exc.cause is not None else str(exc)
-                yield from self._recover(sched, chunk, hashes, reason.strip().splitlines()[-1][:200])
+                cause = exc.cause if exc.cause is not None else exc
+                first = (str(cause).strip().splitlines() or [""])[0][:200]
+                reason = f"{type(cause).__name__}: {first}"
+                yield from self._recover(sched, chunk, hashes, reason)
                 continue
             actor.stats.add(len(done), time.perf_counter() - started)
             by_digest = {j.spec_digest(): j for j in chunk.jobs}
