@@ -175,3 +175,36 @@ def test_without_ray_the_flag_is_one_sentence_saying_how_to_install(
         assert isinstance(result.exception, StoryboardError), result.output
         assert "pip install 'storyboard[ray]'" in result.exception.message
     assert not (tmp_path / "demo").exists()  # nothing was built
+
+
+def test_check_fix_asks_the_app_s_renderer_factory_for_ray(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("ray")
+    from check_helpers import STORY, draw_panel
+    from test_check_fix import STORY_YAML
+
+    from storyboard.app import operations
+    from storyboard.check.standin import write_all
+    from storyboard.cli import app
+    from storyboard.distributed import RayOptions
+    from storyboard.render.draft import DraftRenderer
+
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY_YAML)
+    for pid, _, figs in STORY:
+        draw_panel(tmp_path / "output" / "story" / "panels" / f"{pid}.png", figs)
+    write_all(tmp_path / "models")
+    asked: list[dict[str, object]] = []
+
+    def factory(loaded: object, **kw: object) -> DraftRenderer:
+        asked.append(kw)
+        return DraftRenderer()  # stands in for the Ray renderer: this test is about the wiring
+
+    monkeypatch.setattr(operations, "make_renderer", factory)
+    args = ["check", str(story), "--out", str(tmp_path / "output"), "--models", str(tmp_path / "models")]
+    result = CliRunner().invoke(app, [*args, "--fix", "--tries", "1", "--ray", "head:6379"])
+    assert result.exit_code == 0, result.output
+    assert [(kw["ray"], kw["out_root"]) for kw in asked] == [
+        (RayOptions(address="head:6379"), tmp_path / "output")
+    ]
