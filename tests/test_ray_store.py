@@ -208,3 +208,19 @@ def test_check_fix_asks_the_app_s_renderer_factory_for_ray(
     assert [(kw["ray"], kw["out_root"]) for kw in asked] == [
         (RayOptions(address="head:6379"), tmp_path / "output")
     ]
+
+
+def test_a_worker_returns_each_job_of_a_chunk_even_when_two_share_a_pixel_spec(tmp_path: Path) -> None:
+    """Two panels drawn from the same settings share a hash; both must come back, once each."""
+    from storyboard.app.build import png_bytes
+    from storyboard.distributed.worker import RenderWorker, WorkerSpec
+    from storyboard.render.draft import DraftRenderer
+
+    twins = [job("p1", A), job("p2", A), PanelJob("p3", 1, 2, "x", "", A, 1, job("p1").settings)]
+    assert twins[0].spec_digest() == twins[2].spec_digest()
+    worker = RenderWorker(WorkerSpec(DraftRenderer, str(tmp_path), png_bytes))
+    hashes = ["a" * 64, "b" * 64, "a" * 64]
+    done = worker.render(twins, hashes)
+    assert sorted(d.index for d in done) == [0, 1, 2]
+    assert [d.kept for d in sorted(done, key=lambda d: d.index)] == [True, True, False]  # stored once
+    assert worker.info()["gpu"].startswith("cpu")

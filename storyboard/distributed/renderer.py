@@ -183,10 +183,14 @@ class RayRenderer:
                 reason = f"{type(cause).__name__}: {first}"
                 yield from self._recover(sched, chunk, hashes, reason)
                 continue
+            except ray.exceptions.RayError as exc:
+                # Out of memory, a lost node or object: the actor is gone or cannot be trusted.
+                actor.dead = True
+                yield from self._recover(sched, chunk, hashes, f"{type(exc).__name__} on its actor")
+                continue
             actor.stats.add(len(done), time.perf_counter() - started)
-            by_digest = {j.spec_digest(): j for j in chunk.jobs}
             for d in done:
-                yield RenderedPanel(by_digest[d.digest], _image(d.png), d.infotext, d.seconds)
+                yield RenderedPanel(chunk.jobs[d.index], _image(d.png), d.infotext, d.seconds)
 
     def _recover(
         self, sched: Scheduler, chunk: Chunk, hashes: dict[str, str], reason: str

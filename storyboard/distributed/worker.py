@@ -38,7 +38,7 @@ class WorkerSpec:
 
 @dataclass(frozen=True)
 class Done:
-    digest: str  # the job's spec digest: which job of the chunk this is
+    index: int  # which job of the chunk this is (two panels may share one pixel spec)
     job_hash: str
     png: bytes
     infotext: str
@@ -95,11 +95,11 @@ class RenderWorker:
         return {**self.facts, "name": self.name, "module": storyboard.__file__, "threads": threads}
 
     def render(self, jobs: list[PanelJob], hashes: list[str]) -> list[Done]:
-        by_digest = {j.spec_digest(): h for j, h in zip(jobs, hashes, strict=True)}
         out = []
+        left = dict(enumerate(jobs))
         for r in self.renderer.render(jobs):
-            digest = r.job.spec_digest()
-            h = by_digest[digest]
+            index = _which(left, r.job)
+            h = hashes[index]
             png = self.encode(r.image, r.infotext)
             record = {
                 **self.facts,
@@ -111,7 +111,17 @@ class RenderWorker:
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             kept = self.store.put_once(h, png, record)
-            out.append(Done(digest, h, png, r.infotext, r.seconds, kept))
+            out.append(Done(index, h, png, r.infotext, r.seconds, kept))
         if len(out) != len(jobs):
             raise RuntimeError(f"the renderer returned {len(out)} of the {len(jobs)} panels it was given")
         return out
+
+
+def _which(left: dict[int, PanelJob], job: PanelJob) -> int:
+    """The index of a rendered job among those not yet returned: the same object when the renderer
+    kept it, else the first equal one (equal jobs render equal pixels, so either answer is right)."""
+    found = next((i for i, j in left.items() if j is job), None)
+    if found is None:
+        found = next(i for i, j in left.items() if j == job)
+    del left[found]
+    return found
