@@ -188,3 +188,32 @@ def test_a_job_failing_twice_is_reported_and_the_others_finish(tiny: TinyModel, 
     manifest = Manifest.parse((out / "manifest.json").read_text(), "manifest")
     assert sorted(manifest.panels) == others
     assert sorted(p.stem for p in (out / "panels").iterdir()) == others
+
+
+def test_a_build_stopped_on_the_driver_resumes_like_a_local_one(tiny: TinyModel, tmp_path: Path) -> None:
+    loaded = load_story(six_panels(tiny, tmp_path))
+    out_dir = tmp_path / "out" / loaded.slug
+    renderer = marking_renderer(loaded.base_dir, out_dir, tmp_path / "marks")
+
+    def stop(panel_id: str, done: int, total: int) -> None:
+        raise KeyboardInterrupt  # Ctrl-C on the driver after its first panel
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build(loaded, tmp_path / "out", renderer, progress=stop)
+    finally:
+        renderer.close()  # the driver's end takes its actors with it
+    stored = {
+        job.panel_id
+        for job in plan(loaded)
+        if any((out_dir / "cache").rglob(f"{job_hash(job, renderer)}.png"))
+    }
+    assert stored  # the actors had stored work the driver never recorded
+    again = marking_renderer(loaded.base_dir, out_dir, tmp_path / "marks2")
+    try:
+        report = build(loaded, tmp_path / "out", again)
+    finally:
+        again.close()
+    assert set(report.reused) == stored and set(report.rendered) == {f"p{i}" for i in range(1, 7)} - stored
+    assert set(marks_by_panel(tmp_path / "marks2")) == set(report.rendered)  # nothing stored was sent again
+    assert (out_dir / "six.pdf").is_file()
