@@ -11,12 +11,13 @@ TORCH ?= torch==2.13.0
 
 .PHONY: setup demo test test-oldest lint bench-tiny
 
+# The ray extra is installed for tests: tests/test_ray_*.py run a local Ray instance on the CPU.
 # k-diffusion is the reference the sampler tests compare against; its own requirements pull in
 # torchvision (and with it another torch), and the tests need only its sampling code: --no-deps.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	$(PY) -m pip install -q --no-deps "k-diffusion==0.1.1.post1"
 	touch $@
 

@@ -13,13 +13,17 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from storyboard.errors import StoryboardError
+
+if TYPE_CHECKING:
+    from storyboard.distributed import RayOptions
+from storyboard.commands.ray_options import RayOpt, RayStoreOpt, ray_argv, ray_options
 
 app = typer.Typer(
     name="storyboard",
@@ -34,8 +38,6 @@ err_console = Console(stderr=True, highlight=False)
 
 StoryArg = Annotated[Path, typer.Argument(help="The story YAML file.", show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output root; the comic goes to OUT/<story name>/.")]
-
-
 def _quiet() -> bool:
     return bool(os.environ.get("CI") or os.environ.get("STORYBOARD_QUIET")) or not sys.stderr.isatty()
 
@@ -138,6 +140,7 @@ def _run_build(
     only: list[str] | None = None,
     seeds: dict[str, int] | None = None,
     wait: bool = True,
+    ray: RayOptions | None = None,
 ) -> None:
     from storyboard.app import build_story
     from storyboard.app.build import DRAFT_DIR
@@ -152,7 +155,7 @@ def _run_build(
 
     loaded, report = build_story(
         story, out, draft=draft, only=only, seeds=seeds, wait=wait,
-        quiet=_quiet(), notify=_notify, progress=progress,
+        quiet=_quiet(), notify=_notify, progress=progress, ray=ray,
     )  # fmt: skip
     console.print(
         f"{loaded.story.title}: rendered {len(report.rendered)} panel(s), reused {len(report.reused)} "
@@ -179,10 +182,13 @@ def build_cmd(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Fail at once if another build holds the story.")
     ] = False,
+    ray: RayOpt = None,
+    ray_store: RayStoreOpt = None,
 ) -> None:
     """Build the whole comic into OUT/<story>/: panels, pages, PDF, CBZ; only changed panels are rendered.
     A missing or wrong model file fails the build with every problem listed; nothing is replaced."""
-    _run_build(story, out, draft=draft, wait=not no_wait)
+    rays = ray_options(ray, ray_store)
+    _run_build(story, out, draft=draft, wait=not no_wait, ray=rays)
 
 
 @app.command()
@@ -200,14 +206,20 @@ def render(
     draft: Annotated[
         bool, typer.Option("--draft", help="Draft placeholders in OUT/<story>/draft/; no GPU or models.")
     ] = False,
+    ray: RayOpt = None,
+    ray_store: RayStoreOpt = None,
 ) -> None:
     """Re-render just the given panels (other panels stay byte-identical), then re-lay out."""
     from storyboard import app as ops
 
     if sum([seed is not None, reroll, candidates > 0]) > 1:
         raise StoryboardError("Use only one of --seed, --reroll and --candidates.")
+    rays = ray_options(ray, ray_store)
     if candidates:
-        for c in ops.candidates(story, out, panel, candidates, draft=draft, quiet=_quiet(), notify=_notify):
+        found = ops.candidates(
+            story, out, panel, candidates, draft=draft, quiet=_quiet(), notify=_notify, ray=rays
+        )
+        for c in found:
             console.print(f"{c.panel_id}: {len(c.images)} candidates, contact sheet {c.sheet}")
             for s, path in c.images:
                 console.print(f"  seed {s}: {path}")
@@ -218,7 +230,7 @@ def render(
         seeds = ops.preview_seeds(panel, seed)
         for pid, s in seeds.items():
             console.print(f"{pid}: seed {s} (keep it with: storyboard pick {story} {pid} {s})")
-    _run_build(story, out, draft=draft, only=panel, seeds=seeds)
+    _run_build(story, out, draft=draft, only=panel, seeds=seeds, ray=rays)
 
 
 @app.command()
@@ -347,7 +359,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        rv = app(standalone_mode=False)
+        rv = app(args=ray_argv(sys.argv[1:]), standalone_mode=False)
     except StoryboardError as exc:
         # markup off: messages quote field paths like pages[0] that rich would take for tags
         err_console.print(f"error: {exc}", markup=False, style="red", soft_wrap=True)

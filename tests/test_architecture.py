@@ -35,11 +35,15 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                         "storyboard.story.plan", "torch"),
     "storyboard.app": ("storyboard.cli", "storyboard.commands", "storyboard.review"),
     "storyboard.review": ("storyboard.cli", "storyboard.commands"),
+    # Ray rendering is a Renderer the app layer chooses: it never reaches back up into the app, the
+    # shells or the story (jobs arrive as PanelJobs; PNG encoding is handed in by the app).
+    "storyboard.distributed": ("storyboard.app", "storyboard.cli", "storyboard.commands", "storyboard.story",
+                               "storyboard.layout", "storyboard.check"),
 }  # fmt: skip
 
 # No stage or library reaches up to the shells.
 for _owner in ("storyboard.story", "storyboard.render", "storyboard.layout", "storyboard.check",
-               "storyboard.models", "storyboard.prompt", "storyboard.jobs"):
+               "storyboard.models", "storyboard.prompt", "storyboard.jobs", "storyboard.distributed"):
     FORBIDDEN[_owner] = (*FORBIDDEN[_owner], "storyboard.review")  # fmt: skip
 
 MAX_LINES = 400

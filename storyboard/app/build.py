@@ -110,7 +110,8 @@ def build(
             for done, result in enumerate(renderer.render(todo), start=1):
                 _refuse_nonfinite(result.job, result.image)
                 h = hashes[result.job.panel_id]
-                store.put(h, png_bytes(result.image, result.infotext))
+                if not store.has(h):  # a Ray actor may have stored it already: PNG encoding is not free
+                    store.put(h, png_bytes(result.image, result.infotext))
                 store.publish(result.job.panel_id, h)
                 entries[result.job.panel_id] = _record(result.job, h, store, renderer, result.seconds)
                 report.rendered.append(result.job.panel_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -23,6 +24,9 @@ from storyboard.check.run import run_check
 from storyboard.check.types import CharacterSpec, CheckInput, PanelSpec
 from storyboard.errors import StoryboardError
 from storyboard.jobs import Renderer
+
+if TYPE_CHECKING:
+    from storyboard.distributed import RayOptions
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,7 @@ def check_story(
     console: Console | None = None,
     models: tuple[Backend, Detector | None] | None = None,
     renderer: Renderer | None = None,
+    ray: RayOptions | None = None,
 ) -> int:
     """`storyboard check`: 0 when fine (or not --strict), 1 when --strict and a panel is off-model.
 
@@ -151,13 +156,16 @@ def check_story(
     cache = paths.check_dir / "cache"
     report = run_check(inp, emb, det, cache)
     fixed: FixResult | None = None
+    owned = renderer is None  # a renderer made here (Ray actors, a loaded model) is released here
     if fix and report.flagged_panels:
         if renderer is None:
             from storyboard.app.operations import make_renderer
             from storyboard.story.load import load_story
 
             # Drafts would "fix" nothing: a missing model is an error here, not a fallback.
-            renderer = make_renderer(load_story(story), draft=False, quiet=True)
+            renderer = make_renderer(
+                load_story(story), draft=False, quiet=True, ray=ray, out_root=out_root
+            )
         candidates, record, picked = _fix_callables(paths, out_root, renderer)
         fixed = fix_panels(
             report,
@@ -175,6 +183,10 @@ def check_story(
 
             build(load_story(story), out_root, renderer, only=[], layout=True)  # re-lay out the pages
         report = fixed.report
+        if owned:
+            from storyboard.app.operations import close_renderer
+
+            close_renderer(renderer)
     files = write_report(report, check_input(story, out_root)[0] if fixed else inp)
     console.print(summary_table(report))
     _print_outcome(console, report.flagged_panels, fixed, files["html"])

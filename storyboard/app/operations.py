@@ -12,8 +12,17 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from storyboard.app.build import BuildReport, ProgressFn, build, missing_panels, output_dir, render_candidates
+from storyboard.app.build import (
+    BuildReport,
+    ProgressFn,
+    build,
+    missing_panels,
+    output_dir,
+    png_bytes,
+    render_candidates,
+)
 from storyboard.app.store import PanelStore
 from storyboard.errors import StoryboardError
 from storyboard.jobs import PanelJob, Renderer
@@ -27,6 +36,9 @@ from storyboard.story.load import (
 )
 from storyboard.story.plan import plan
 from storyboard.story.schema import MAX_LORA_WEIGHT
+
+if TYPE_CHECKING:
+    from storyboard.distributed import RayOptions
 
 Notify = Callable[[str], None]
 MAX_RANDOM_SEED = 4294967295
@@ -131,9 +143,38 @@ class FilesMissing(StoryError):
         self.args = (f"{self.message}\n  hint: {self.hint}",)
 
 
-def make_renderer(loaded: LoadedStory, *, draft: bool, quiet: bool) -> Renderer:
+def make_renderer(
+    loaded: LoadedStory,
+    *,
+    draft: bool,
+    quiet: bool,
+    notify: Notify = _silent,
+    ray: RayOptions | None = None,
+    out_root: Path = Path("output"),
+) -> Renderer:
     """The draft renderer when asked; else the diffusers renderer, after every file and setting is
-    checked. A problem never turns a real build into a draft one: it fails with the full list."""
+    checked. A problem never turns a real build into a draft one: it fails with the full list. With
+    `ray`, that renderer's work runs on Ray actors writing to the story's (or the draft) store under
+    `out_root` (or ray.store)."""
+    local = _local_renderer(loaded, draft=draft, quiet=quiet)
+    if ray is None:
+        return local
+    from storyboard.distributed import ray_renderer
+
+    out_dir = output_dir(loaded, out_root, draft=draft)
+    return ray_renderer(
+        local, loaded.base_dir, ray, store=out_dir, encode=png_bytes, quiet=quiet, notify=notify
+    )
+
+
+def close_renderer(renderer: Renderer) -> None:
+    """Release what a renderer holds beyond this call (a Ray renderer's actors); others hold nothing."""
+    close = getattr(renderer, "close", None)
+    if callable(close):
+        close()
+
+
+def _local_renderer(loaded: LoadedStory, *, draft: bool, quiet: bool) -> Renderer:
     from storyboard.render.draft import DraftRenderer
 
     if draft:
@@ -165,6 +206,7 @@ def build_story(
     quiet: bool = True,
     notify: Notify = _silent,
     progress: ProgressFn | None = None,
+    ray: RayOptions | None = None,
 ) -> tuple[LoadedStory, BuildReport]:
     """Build the comic (or re-render `only` those panels, optionally with preview seeds); a draft
     build goes to the story's draft/ folder."""
@@ -173,22 +215,25 @@ def build_story(
         notify(f"warning: {w}")
     if only:
         _check_panel_ids(loaded, only)
-    renderer = make_renderer(loaded, draft=draft, quiet=quiet)
+    renderer = make_renderer(loaded, draft=draft, quiet=quiet, notify=notify, ray=ray, out_root=out)
 
     def on_wait(holder: str) -> None:
         notify(f"waiting: {holder} is building this story right now")
 
-    report = build(
-        loaded,
-        out,
-        renderer,
-        only=only,
-        seeds=seeds,
-        wait=wait,
-        on_wait=on_wait,
-        progress=progress,
-        draft=draft,
-    )
+    try:
+        report = build(
+            loaded,
+            out,
+            renderer,
+            only=only,
+            seeds=seeds,
+            wait=wait,
+            on_wait=on_wait,
+            progress=progress,
+            draft=draft,
+        )
+    finally:
+        close_renderer(renderer)
     return loaded, report
 
 
@@ -217,19 +262,23 @@ def candidates(
     quiet: bool = True,
     notify: Notify = _silent,
     rng: random.Random | None = None,
+    ray: RayOptions | None = None,
 ) -> list[Candidates]:
     """Render `count` seeds of each panel (its current seed first) plus a contact sheet; the panels
     themselves and the story file are left as they are."""
     loaded = load_story(story)
     _check_panel_ids(loaded, panels)
     base = {j.panel_id: j.seed for j in plan(loaded)}
-    renderer = make_renderer(loaded, draft=draft, quiet=quiet)
+    renderer = make_renderer(loaded, draft=draft, quiet=quiet, notify=notify, ray=ray, out_root=out)
     rng = rng or random.Random()
     found = []
-    for pid in panels:
-        seeds = [base[pid]] + [rng.randrange(MAX_RANDOM_SEED) for _ in range(count - 1)]
-        images, sheet = render_candidates(loaded, out, renderer, pid, seeds, draft=draft)
-        found.append(Candidates(pid, images, sheet))
+    try:
+        for pid in panels:
+            seeds = [base[pid]] + [rng.randrange(MAX_RANDOM_SEED) for _ in range(count - 1)]
+            images, sheet = render_candidates(loaded, out, renderer, pid, seeds, draft=draft)
+            found.append(Candidates(pid, images, sheet))
+    finally:
+        close_renderer(renderer)
     return found
 
 

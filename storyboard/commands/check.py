@@ -30,9 +30,16 @@ def check(
         Path | None, typer.Option("--models", help="Folder with the model files instead of the HF cache.")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray", metavar="[ADDRESS]", help="With --fix: render candidates on Ray (see build --ray)."
+        ),
+    ] = None,
 ) -> None:
     """Compare each character across its panels; write OUT/<story>/check/index.html and report.json."""
     from storyboard.app.check import check_story
+    from storyboard.commands.ray_options import ray_options
 
     code = check_story(
         story,
@@ -43,6 +50,7 @@ def check(
         backend=backend,
         models_dir=models,
         device=device,
+        ray=ray_options(ray, None),
     )
     if code:
         raise typer.Exit(code)
