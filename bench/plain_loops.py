@@ -158,7 +158,10 @@ def _kohya_deltas(p: Plain, path: Path) -> list[tuple[torch.Tensor, torch.Tensor
     from storyboard.models.lora_keys import build_key_map
 
     sd = load_file(str(path), device=str(p.device))
-    targets = build_key_map({"unet": p.pipe.unet, "text_encoder": p.pipe.text_encoder})
+    # text_encoder_2 is SDXL's (bench/plain_sdxl.py); an SD1 pipeline has none and None is skipped.
+    modules = {"unet": p.pipe.unet, "text_encoder": p.pipe.text_encoder}
+    modules["text_encoder_2"] = getattr(p.pipe, "text_encoder_2", None)
+    targets = build_key_map(modules)
     out = []
     for key in {k.split(".")[0] for k in sd if k.endswith("lora_down.weight")}:
         target = targets.get(key)

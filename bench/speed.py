@@ -14,6 +14,9 @@ Rows (docs/speed.md says what each means):
 - lora_switch_ms: switching the patched set between (character 1 + style) and (character 2 + style).
 - cold_start: a new process (the CLI's ``build``) to the first panel PNG, empty file-hash cache;
   low_memory: the same with ``render.low_memory: true``.
+- workload SDXL (issue 18, bench/speed_sdxl.py): 1024x1024 budget, 1.5x hires, two LoRAs, storyboard
+  rows beside plain diffusers' StableDiffusionXLPipeline with the LoRAs fused.
+The SD1.5 rows (and candidates, switch, cold start) run when --workloads names A or B.
 Every storyboard row has s/panel, achieved TFLOP/s (UNet FLOPs of the calls actually made, counted by
 bench/flops.py, plus the VAE decodes), and peak memory: CUDA allocated, or on a CPU the process's
 peak RSS so far (it only grows), which is why the low-memory figure comes from its own process.
@@ -275,7 +278,7 @@ def run_plain_rows(
     for row in rows:
         calls = row.pop("calls")
         tflop = calls_flops(p.pipe.unet.config, calls) / 1e12 + row["panels"] * vae_tflop
-        row.update(unet_calls=len(calls), tflop=tflop, tflops_per_s=tflop / row["seconds"])
+        row.update(workload="A", unet_calls=len(calls), tflop=tflop, tflops_per_s=tflop / row["seconds"])
         result["plain_diffusers"].append(row)
         print(json.dumps(row), flush=True)
     del p
@@ -283,12 +286,42 @@ def run_plain_rows(
         torch.cuda.empty_cache()
 
 
+def run_sdxl_rows(args: argparse.Namespace, tmp: Path, device: Any, result: dict[str, Any]) -> None:
+    """Workload SDXL: storyboard's rows, then plain diffusers' fused SDXL rows on the same files."""
+    import torch
+    from flops import calls_flops
+    from plain_sdxl import build_plain_sdxl, run_plain_sdxl
+    from speed_sdxl import FULL, TINY, run_storyboard_sdxl, write_sdxl_models
+
+    root = tmp / "webui-sdxl"
+    names = write_sdxl_models(root, args.tiny, device)
+    rows = run_storyboard_sdxl(args, tmp, root, names, device, Meter(device))
+    result["storyboard"] += rows
+    vae_tflop = rows[0]["vae_decode_tflop"]
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    p = build_plain_sdxl(
+        root / "models" / "Stable-diffusion" / f"{names['model']}.safetensors", device, dtype
+    )
+    lora = root / "models" / "Lora"
+    cfg = TINY if args.tiny else FULL
+    w, h = cfg["size"]
+    files = [lora / f"{names['char']}.safetensors", lora / f"{names['style']}.safetensors"]
+    for row in run_plain_sdxl(
+        p, files, [1.0, 0.6], width=w, height=h, steps=cfg["steps"], batches=args.plain_batches
+    ):
+        calls = row.pop("calls")
+        tflop = calls_flops(p.pipe.unet.config, calls) / 1e12 + row["panels"] * vae_tflop
+        row.update(unet_calls=len(calls), tflop=tflop, tflops_per_s=tflop / row["seconds"])
+        result["plain_diffusers"].append(row)
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny model, 64x96, few steps (a CPU smoke run)")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: best available)")
     ap.add_argument("--json", type=Path, default=Path("speed-results.json"), help="where the figures go")
-    ap.add_argument("--workloads", default="A,B")
+    ap.add_argument("--workloads", default="A,B,SDXL", help="any of A, B, SDXL")
     ap.add_argument(
         "--engine-batch",
         type=int,
@@ -302,7 +335,10 @@ def main() -> None:
     ap.add_argument("--size", default=None, help="first-pass WIDTHxHEIGHT (default 448x640; tiny 64x96)")
     ap.add_argument("--switches", type=int, default=10, help="timed LoRA set switches")
     args = ap.parse_args()
-    args.workloads = args.workloads.split(",")
+    args.workloads = wanted = args.workloads.split(",")
+    unknown = set(wanted) - {*WORKLOADS, "SDXL"}
+    if unknown:
+        ap.error(f"unknown workloads {sorted(unknown)}; choose from A, B, SDXL")
     if args.tiny and args.engine_batch is None:
         args.engine_batch = 4  # a CPU engine picks 1; 4 exercises the batched path
     args.plain_batches = [
@@ -337,16 +373,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="storyboard-speed-") as t:
         tmp = Path(t)
         root = tmp / "webui"
-        names = write_models(root, args.tiny, device)
-        run_storyboard(args, tmp, root, names, device, result)
-        run_plain_rows(args, root, names, device, result)
-        from cold_start import cold_start
+        sd15 = [w for w in args.workloads if w in WORKLOADS]
+        if sd15:
+            args.workloads = sd15
+            names = write_models(root, args.tiny, device)
+            run_storyboard(args, tmp, root, names, device, result)
+            run_plain_rows(args, root, names, device, result)
+            from cold_start import cold_start
 
-        for key, low in (("cold_start", False), ("low_memory", True)):
-            text = story_text(root, names, "A", args, panels=1, low_memory=low)
-            result[key] = cold_start(tmp, text, low)
+            for key, low in (("cold_start", False), ("low_memory", True)):
+                text = story_text(root, names, "A", args, panels=1, low_memory=low)
+                result[key] = cold_start(tmp, text, low)
+        if "SDXL" in wanted:
+            run_sdxl_rows(args, tmp, device, result)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("candidates", "lora_switch_ms", "cold_start", "low_memory")}))
+    keys = ("candidates", "lora_switch_ms", "cold_start", "low_memory")
+    print(json.dumps({k: result[k] for k in keys if k in result}))
     print(f"wrote {args.json}")
 
 
