@@ -48,6 +48,9 @@ def test_check_input_from_story(project: Path) -> None:
     assert [p.panel_id for p in inp.panels] == [pid for pid, _, _ in STORY]
     assert inp.panels[2].characters == ("aki", "ben")
     assert all(isinstance(p.seed, int) for p in inp.panels)
+    # The planner gives a two-character panel columns in the order listed; one-character panels none.
+    assert inp.panels[2].regions == {"aki": (0.0, 0.0, 0.5, 1.0), "ben": (0.5, 0.0, 1.0, 1.0)}
+    assert all(p.regions == {} for i, p in enumerate(inp.panels) if i != 2)
     assert inp.out_dir == project / "output" / "story" / "check" == paths.check_dir
 
 
@@ -67,6 +70,11 @@ def test_check_strict_fails_on_planted_panel(project: Path) -> None:
     assert res.exit_code == 1
     report = json.loads((project / "output" / "story" / "check" / "report.json").read_text())
     assert [a["panel_id"] for a in report["appearances"] if a["off_model"]] == ["p2.1"]
+    # p1.3 is drawn Ben left, Aki right, against the planner's default columns: identity is clear, so
+    # each still gets the figure in its colour, and the report says both were outside their region.
+    p13 = {a["character"]: a for a in report["appearances"] if a["panel_id"] == "p1.3"}
+    assert p13["aki"]["box"] == [192, 0, 256, 256] and p13["ben"]["box"] == [0, 0, 64, 256]
+    assert p13["aki"]["in_region"] is False and p13["ben"]["in_region"] is False
     assert (project / "output" / "story" / "check" / "index.html").is_file()
 
 
@@ -103,3 +111,21 @@ def test_fetch_refuses_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_revisions_are_full_commit_hashes() -> None:
     for spec in fetch.SPECS.values():
         assert len(spec.revision) == 40 and int(spec.revision, 16) >= 0
+
+
+def test_check_input_regions_follow_the_story(project: Path) -> None:
+    story = project / "story.yaml"
+    boxes = """        characters: [aki, ben]
+        regions:
+          - {character: ben, box: [0, 0, 0.3, 1]}
+          - {character: aki, box: [0.7, 0, 1, 1]}
+"""
+    story.write_text(STORY_YAML.replace("        characters: [aki, ben]\n", boxes))
+    assert check_input(story, project / "output")[0].panels[2].regions == {
+        "ben": (0.0, 0.0, 0.3, 1.0),
+        "aki": (0.7, 0.0, 1.0, 1.0),
+    }
+    story.write_text(
+        STORY_YAML.replace("characters: [aki, ben]\n", "characters: [aki, ben]\n        regions: none\n")
+    )
+    assert check_input(story, project / "output")[0].panels[2].regions == {}

@@ -43,7 +43,9 @@ def check_input(story: Path, out_root: Path = Path("output")) -> tuple[CheckInpu
     """The check's input from a story file and its output folder (panels/<id>.png, manifest.json).
 
     Seeds come from manifest.json (what each panel file was rendered with), else from the plan.
-    References are resolved against the story file's folder.
+    Regions (character -> box as panel fractions) come from the plan, as the renderer used them; they
+    steer which detected person is which character. References are resolved against the story
+    file's folder.
     """
     from storyboard.app.build import output_dir
     from storyboard.app.store import PanelStore
@@ -54,17 +56,19 @@ def check_input(story: Path, out_root: Path = Path("output")) -> tuple[CheckInpu
     out_dir = output_dir(loaded, out_root)
     store = PanelStore(out_dir)
     manifest = store.read_manifest().panels
-    planned = {j.panel_id: j.seed for j in plan(loaded)}
+    jobs = {j.panel_id: j for j in plan(loaded)}
     panels = []
     for _, _, p in loaded.story.panels():
         assert p.id is not None
         entry = manifest.get(p.id)
+        job = jobs[p.id]
         panels.append(
             PanelSpec(
                 panel_id=p.id,
                 image=store.panel_path(p.id),
                 characters=tuple(p.characters),
-                seed=entry.seed if entry is not None else planned[p.id],
+                seed=entry.seed if entry is not None else job.seed,
+                regions={r.character: r.box for r in job.regions},
             )
         )
     characters = {

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from storyboard.check.backend import Backend, Detector
 from storyboard.check.cache import FeatureCache
-from storyboard.check.run import Anchor, analyse, assign_crops, image_crops
-from storyboard.check.types import CheckInput, CheckReport
+from storyboard.check.run import Anchor, analyse, assign_crops, image_crops, image_size
+from storyboard.check.types import CheckInput, CheckReport, FracBox
 
 MAX_SEED = 4294967294  # WebUI's seed range, as the story file accepts it
 
@@ -64,10 +64,16 @@ def panel_badness(
     backend: Backend,
     detector: Detector | None,
     cache: FeatureCache,
+    regions: Mapping[str, FracBox] | None = None,
 ) -> float:
-    """Worst distance/threshold among the characters expected in an image; <= 1 means all on-model."""
+    """Worst distance/threshold among the characters expected in an image; <= 1 means all on-model.
+
+    A regional panel's candidates are assigned with the same regional prior as the check itself, so a
+    candidate is judged on the same pairing the report would make.
+    """
     crops = image_crops(path, backend, detector, cache)[0]
-    chosen, dist = assign_crops(crops, expected, anchors, backend)
+    size = image_size(path) if regions else (0, 0)
+    chosen, dist = assign_crops(crops, expected, anchors, backend, regions, size)
     worst = 0.0
     for col, cid in enumerate(expected):
         if cid not in chosen:
@@ -96,7 +102,7 @@ def fix_panels(
     for pid in report.flagged_panels:
         spec = specs[pid]
         before = panel_badness(
-            spec.image, spec.characters, analysis.anchors, thresholds, backend, detector, cache
+            spec.image, spec.characters, analysis.anchors, thresholds, backend, detector, cache, spec.regions
         )
         seeds = reroll_seeds(pid, spec.seed, tries)
         result.tried[pid] = seeds
@@ -104,7 +110,12 @@ def fix_panels(
         if len(images) != len(seeds):
             raise ValueError(f"render_candidates gave {len(images)} images for {len(seeds)} seeds")
         scored = [
-            (panel_badness(img, spec.characters, analysis.anchors, thresholds, backend, detector, cache), s)
+            (
+                panel_badness(
+                    img, spec.characters, analysis.anchors, thresholds, backend, detector, cache, spec.regions
+                ),
+                s,
+            )
             for img, s in zip(images, seeds, strict=True)
         ]
         best, seed = min(scored, key=lambda t: t[0])

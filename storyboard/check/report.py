@@ -11,7 +11,7 @@ from PIL import Image
 from rich.table import Table
 
 from storyboard.check.images import load_rgb
-from storyboard.check.types import CheckInput, CheckReport
+from storyboard.check.types import CheckInput, CheckReport, FracBox
 from storyboard.writes import atomic_write_bytes, atomic_write_text
 
 THUMB_HEIGHT = 160
@@ -49,6 +49,10 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def _region(box: FracBox | None) -> str:
+    return "-" if box is None else f"x {box[0]:.2f}-{box[2]:.2f}, y {box[1]:.2f}-{box[3]:.2f}"
+
+
 def write_report(report: CheckReport, inp: CheckInput) -> dict[str, Path]:
     """Crops, reference thumbnails, report.json and index.html under inp.out_dir."""
     out = inp.out_dir
@@ -75,6 +79,12 @@ def write_report(report: CheckReport, inp: CheckInput) -> dict[str, Path]:
         r=report,
         flagged=report.flagged_panels,
         missing=sum(1 for a in report.appearances if a.box is None),
+        # Outside its region is shown, not flagged: identity decides on-model; the region only helps
+        # tell characters apart, and a figure may drift across a region edge and still be right.
+        outside=sum(1 for a in report.appearances if a.in_region is False),
+        regional=[a for a in report.appearances if a.region is not None],
+        names={c.id: c.name for c in report.characters},
+        region=_region,
         cells={(a.panel_id, a.character): a for a in report.appearances},
         refs=refs,
         thumbs=thumbs,

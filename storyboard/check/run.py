@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from storyboard.check.assign import assign, occm
+from storyboard.check.assign import REGION_WEIGHT, assign, centre_outside, occm, region_prior
 from storyboard.check.backend import Backend, Detector, Features
 from storyboard.check.cache import Crops, FeatureCache, file_sha256
 from storyboard.check.images import load_rgb
@@ -26,6 +26,7 @@ from storyboard.check.types import (
     CheckInput,
     CheckReport,
     Detection,
+    FracBox,
     PanelResult,
 )
 from storyboard.errors import StoryboardError
@@ -76,10 +77,26 @@ def image_crops(
     return crops, True, sha
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding it (crops may come from the cache)."""
+    with Image.open(path) as image:
+        return image.size
+
+
 def assign_crops(
-    crops: Crops, expected: Sequence[str], anchors: dict[str, Anchor], backend: Backend
+    crops: Crops,
+    expected: Sequence[str],
+    anchors: dict[str, Anchor],
+    backend: Backend,
+    regions: Mapping[str, FracBox] | None = None,
+    size: tuple[int, int] = (0, 0),
 ) -> tuple[dict[str, int], NDArray[np.float32]]:
-    """Character -> crop row, and the crops x expected distance matrix behind it."""
+    """Character -> crop row, and the crops x expected distance matrix behind it (identity only).
+
+    With `regions` (character -> box as panel fractions) and the image's `size`, a detection outside a
+    character's region costs up to REGION_WEIGHT thresholds more to give to that character (see
+    `assign.REGION_WEIGHT` for why that much); without them the assignment is identity alone.
+    """
     if crops.whole:
         # One picture for everyone: each expected character is compared with the whole panel.
         dist = np.stack([anchors[c].distance(backend, crops.feats) for c in expected], axis=1)
@@ -87,7 +104,9 @@ def assign_crops(
     if not len(crops.feats) or not expected:
         return {}, np.zeros((len(crops.feats), len(expected)), np.float32)
     dist = np.stack([anchors[c].distance(backend, crops.feats) for c in expected], axis=1)
-    pairs = assign(dist)
+    prior = region_prior(crops.boxes, size, expected, regions) if regions else None
+    # The backend's default threshold is its metric's scale (CCIP and CLIP distances differ in range).
+    pairs = assign(dist, prior, REGION_WEIGHT * backend.default_threshold)
     return {expected[c]: r for c, r in pairs.items()}, dist
 
 
@@ -151,7 +170,8 @@ def analyse(
     results: list[PanelResult] = []
     for p in inp.panels:
         pc = crops[p.panel_id]
-        chosen, _ = assign_crops(pc, p.characters, anchors, backend)
+        size = image_size(p.image) if p.regions else (0, 0)
+        chosen, _ = assign_crops(pc, p.characters, anchors, backend, p.regions, size)
         assigned[p.panel_id] = chosen
         dets = (
             []
@@ -177,6 +197,7 @@ def analyse(
         )
 
     # Final anchors and scores from the assigned crops.
+    specs = {p.panel_id: p for p in inp.panels}
     appearances: list[Appearance] = []
     scores: list[CharacterScore] = []
     for cid, c in inp.characters.items():
@@ -195,22 +216,32 @@ def analyse(
             pc = crops[pid]
             b = pc.boxes[row]
             off = bool(to_anchor[k] > thresholds[cid])
+            box = (int(b[0]), int(b[1]), int(b[2]), int(b[3]))
+            region = specs[pid].regions.get(cid)
+            # Whole-panel mode has no position to compare with a region.
+            inside = (
+                None
+                if region is None or pc.whole
+                else centre_outside(box, image_size(specs[pid].image), region) == 0
+            )
             if off:
                 flagged.append(pid)
             appearances.append(
                 Appearance(
                     panel_id=pid,
                     character=cid,
-                    box=(int(b[0]), int(b[1]), int(b[2]), int(b[3])),
+                    box=box,
                     whole_panel=pc.whole,
                     detection_score=None if pc.whole else float(pc.scores[row]),
                     distance=float(to_anchor[k]),
                     off_model=off,
+                    region=region,
+                    in_region=inside,
                 )
             )
         for p in inp.panels:
             if cid in p.characters and cid not in assigned[p.panel_id]:
-                appearances.append(Appearance(panel_id=p.panel_id, character=cid))
+                appearances.append(Appearance(panel_id=p.panel_id, character=cid, region=p.regions.get(cid)))
         scores.append(
             CharacterScore(
                 id=cid,

@@ -13,6 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in panel pixels
+# x0, y0, x1, y1 as fractions of the panel, y down: a regional panel's box for one character, as the
+# planner gives it (plain floats, so the stage needs nothing from the story package).
+FracBox = tuple[float, float, float, float]
 
 
 class _Frozen(BaseModel):
@@ -31,6 +34,8 @@ class PanelSpec(_Frozen):
     image: Path
     characters: tuple[str, ...]
     seed: int | None = None
+    # Character -> its region, for panels rendered with regional prompting; empty for the others.
+    regions: dict[str, FracBox] = Field(default_factory=dict)
 
 
 class CheckInput(_Frozen):
@@ -58,6 +63,8 @@ class Appearance(BaseModel):
     crop: str | None = None  # file under the check folder
     distance: float | None = None  # to the character's anchor (reference or prototype)
     off_model: bool = False
+    region: FracBox | None = None  # the character's region in a regional panel
+    in_region: bool | None = None  # box centre inside `region`; None: no region, or not found
 
 
 class PanelResult(BaseModel):
