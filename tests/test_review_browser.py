@@ -137,6 +137,7 @@ def test_loop_on_draft_renderer(page: Page, tmp_path: Path) -> None:
     story = copy_demo(tmp_path)
     with live_server(story, tmp_path / "output", draft=True) as live:
         review_loop(page, live, "draft")
+        page.goto("about:blank")  # stop the page's polling before the server goes away
 
 
 TINY_STORY = """\
@@ -178,6 +179,7 @@ def test_loop_on_tiny_model(page: Page, tmp_path: Path) -> None:
         manifest = Manifest.parse((tmp_path / "output" / "tiny" / "manifest.json").read_text(), "m")
         assert {r.renderer for r in manifest.panels.values()} == {"diffusers"}
         assert live.session.queue.notes == []  # no fallback to drafts
+        page.goto("about:blank")
 
 
 def test_edit_escaping_and_stale_writes_in_the_page(page: Page, tmp_path: Path) -> None:
@@ -223,3 +225,4 @@ def test_edit_escaping_and_stale_writes_in_the_page(page: Page, tmp_path: Path) 
             "unknown speaker 'ikku'. Did you mean 'iku'?"
         )
         assert story.read_text() == edited
+        page.goto("about:blank")

@@ -111,7 +111,7 @@ def checkpoint_family(path: str | Path) -> ModelFamily:
     """
     p = Path(path)
     if p.is_dir():
-        arch = "sdxl" if (p / "text_encoder_2").is_dir() else "sd1"
+        arch: str | None = "sdxl" if (p / "text_encoder_2").is_dir() else "sd1"
         v_pred = False
         sched = p / "scheduler" / "scheduler_config.json"
         if sched.is_file():
