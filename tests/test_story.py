@@ -180,3 +180,15 @@ def test_character_file_reference_and_errors(tmp_path):
         load(text.replace("ann: ann", "ann: annie"), tmp_path, "stories.yaml")
     with pytest.raises(StoryboardError, match="not a path"):
         load(text.replace("ann: ann", "ann: ../ann"), tmp_path, "stories.yaml")
+
+
+def test_character_file_references_are_beside_the_character_file(tmp_path):
+    # The story lives in stories/, the character file in characters/ one level up: its reference
+    # images are found beside the character file, not beside the story.
+    chars = tmp_path / "characters"
+    chars.mkdir()
+    (chars / "ann.yaml").write_text(f"lora: ann_v2\nreferences: [ann-ref.png, {tmp_path / 'abs.png'}]\n")
+    (tmp_path / "stories").mkdir()
+    text = GOOD.replace("  ann:\n    lora: ann_v1\n    triggers: [1girl, ann]\n", "  ann: ann\n")
+    c = load(text, tmp_path / "stories", "s.yaml").story.characters["ann"]
+    assert c.references == [chars / "ann-ref.png", tmp_path / "abs.png"]

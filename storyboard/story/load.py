@@ -183,10 +183,13 @@ def _load_character_file(doc: YamlDocument, cid: str, ref: str, problems: list[s
                 )
                 return None
             try:
-                return Character.model_validate(_plain(cdoc.data))
+                char = Character.model_validate(_plain(cdoc.data))
             except ValidationError as exc:
                 problems.extend(_format_errors(exc, cdoc, Character))
                 return None
+            # A character file's reference images sit beside it, wherever the story that uses it is.
+            refs = [r.expanduser() if r.expanduser().is_absolute() else candidate.parent / r for r in char.references]
+            return char.model_copy(update={"references": refs})
     known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.y*ml")})
     close = get_close_matches(ref, known, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else f" Available: {', '.join(known) or 'none'}."
