@@ -297,9 +297,8 @@ def _register_subapps() -> None:
     # `check` is one command, so registered as a command (a sub-app would read `storyboard check check`).
     app.command("check")(check_cmd.check)
     app.command("review")(review_cmd.review)
-    app.add_typer(
-        models.app, name="models", help="List the model files storyboard finds; download the models a stage needs."
-    )
+    models_help = "List the model files storyboard finds; download the models a stage needs."
+    app.add_typer(models.app, name="models", help=models_help)
 
     app.add_typer(prompt_cmd.app, name="prompt", help="Look inside WebUI prompts.")
     app.add_typer(lora.app, name="lora", help="Inspect and merge LoRA files.")

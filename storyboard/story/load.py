@@ -188,9 +188,8 @@ def _load_character_file(doc: YamlDocument, cid: str, ref: str, problems: list[s
                 problems.extend(_format_errors(exc, cdoc, Character))
                 return None
             # A character file's reference images sit beside it, wherever the story that uses it is.
-            refs = [
-                r.expanduser() if r.expanduser().is_absolute() else candidate.parent / r for r in char.references
-            ]
+            home = [r.expanduser() for r in char.references]
+            refs = [r if r.is_absolute() else candidate.parent / r for r in home]
             return char.model_copy(update={"references": refs})
     known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.y*ml")})
     close = get_close_matches(ref, known, n=3)
