@@ -183,9 +183,12 @@ def render_candidates(
     seeds: Sequence[int],
     *,
     draft: bool = False,
+    on_each: Callable[[int, Path], None] | None = None,
 ) -> tuple[list[tuple[int, Path]], Path]:
     """Render one panel with several seeds, side by side in a contact sheet, without changing the panel.
 
+    All seeds not in the store go to the renderer at once, so it can batch them; each candidate's
+    file is written (and `on_each(seed, file)` called) as soon as it is there, stored ones first.
     Candidates go into the content-addressed store too, so after `storyboard pick` the next build
     reuses the chosen render instead of rendering it again.
     """
@@ -193,18 +196,28 @@ def render_candidates(
     store = PanelStore(out_dir)
     base = next(j for j in plan(loaded) if j.panel_id == panel_id)
     jobs = [replace(base, seed=s) for s in seeds]
-    results: list[tuple[int, Path]] = []
+    hashes = [job_hash(j, renderer) for j in jobs]
+    cand_dir = safe_child(out_dir, "candidates", panel_id)
+    files: dict[int, Path] = {}
+
+    def place(seed: int, h: str) -> None:
+        files[seed] = store.copy_out(h, cand_dir / f"seed-{seed}.png")
+        if on_each:
+            on_each(seed, files[seed])
+
     with store.lock():
-        todo = [j for j in jobs if not store.has(job_hash(j, renderer))]
+        todo = []
+        for j, h in zip(jobs, hashes, strict=True):
+            if store.has(h):
+                place(j.seed, h)
+            else:
+                todo.append(j)
         for r in renderer.render(todo):
-            store.put(job_hash(r.job, renderer), png_bytes(r.image, r.infotext))
-        cand_dir = safe_child(out_dir, "candidates", panel_id)
-        for j in jobs:
-            src = store.cache_path(job_hash(j, renderer))
-            dst = cand_dir / f"seed-{j.seed}.png"
-            if not dst.is_file():
-                write_bytes(out_dir, dst, src.read_bytes())
-            results.append((j.seed, dst))
+            h = job_hash(r.job, renderer)
+            if not store.has(h):  # a Ray actor may have stored it already
+                store.put(h, png_bytes(r.image, r.infotext))
+            place(r.job.seed, h)
+        results = [(s, files[s]) for s in seeds]
         sheet = contact_sheet([(f"seed {s}", p) for s, p in results], title=f"{panel_id}: candidates")
         sheet_path = cand_dir / "sheet.png"
         buf = io.BytesIO()

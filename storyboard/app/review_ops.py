@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
-from storyboard.app.build import BuildReport, ProgressFn, build, output_dir, render_candidates
+from storyboard.app.build import BuildReport, ProgressFn, build, render_candidates
 from storyboard.app.operations import make_renderer
-from storyboard.app.store import PanelStore
 from storyboard.errors import StoryboardError
-from storyboard.jobs import Renderer, job_hash
+from storyboard.jobs import Renderer
 from storyboard.story.edit import LineEdit, edit_panel_text, text_version
 from storyboard.story.load import load_story
-from storyboard.story.plan import plan
-from storyboard.writes import atomic_copy, safe_child
 
 # One writer of story files per process: the version check and the write happen under it, so two
 # requests of the page can never both pass the check and then overwrite each other.
@@ -111,36 +107,11 @@ def render_candidate_batch(
     seeds: Sequence[int],
     on_each: Callable[[int, Path], None] | None = None,
 ) -> Path:
-    """`storyboard render -k`, seeds given, each candidate file written (and reported) as it finishes.
-
-    The renderer gets all seeds at once so it can batch them; `render_candidates` then finds every
-    render in the store and only adds the contact sheet. Returns the sheet's path.
-    """
+    """`storyboard render -k` with the seeds given, each candidate reported as it finishes (the
+    same `render_candidates` the CLI uses). Returns the contact sheet's path."""
     loaded = load_story(story)
     loaded.story.panel(panel_id)  # unknown id: a sentence with suggestions
-    out_dir = output_dir(loaded, out, draft=is_draft(renderer))
-    store = PanelStore(out_dir)
-    base = next(j for j in plan(loaded) if j.panel_id == panel_id)
-    jobs = [replace(base, seed=s) for s in seeds]
-    cand_dir = safe_child(out_dir, "candidates", panel_id)
-    from storyboard.app.build import png_bytes
-
-    with store.lock():
-        todo = []
-        for j in jobs:
-            dst = cand_dir / f"seed-{j.seed}.png"
-            if store.has(job_hash(j, renderer)):
-                if not dst.is_file():
-                    atomic_copy(store.cache_path(job_hash(j, renderer)), dst)
-                if on_each:
-                    on_each(j.seed, dst)
-            else:
-                todo.append(j)
-        for r in renderer.render(todo):
-            src = store.put(job_hash(r.job, renderer), png_bytes(r.image, r.infotext))
-            dst = cand_dir / f"seed-{r.job.seed}.png"
-            atomic_copy(src, dst)
-            if on_each:
-                on_each(r.job.seed, dst)
-    _, sheet = render_candidates(loaded, out, renderer, panel_id, seeds, draft=is_draft(renderer))
+    _, sheet = render_candidates(
+        loaded, out, renderer, panel_id, seeds, draft=is_draft(renderer), on_each=on_each
+    )
     return sheet

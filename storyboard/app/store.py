@@ -45,9 +45,13 @@ class PanelStore:
         return write_bytes(self.root, self.cache_path(job_hash), png)
 
     def publish(self, panel_id: str, job_hash: str) -> Path:
-        """Make panels/<id>.png the cached render; untouched when it already holds those bytes."""
-        src, dst = self.cache_path(job_hash), self.panel_path(panel_id)
-        data = src.read_bytes()
+        """Make panels/<id>.png the cached render."""
+        return self.copy_out(job_hash, self.panel_path(panel_id))
+
+    def copy_out(self, job_hash: str, dst: Path) -> Path:
+        """Make `dst` (inside this folder) hold the cached render; untouched when it already holds
+        those bytes, so its timestamp says when the picture last changed."""
+        data = self.cache_path(job_hash).read_bytes()
         if dst.is_file() and dst.stat().st_size == len(data) and dst.read_bytes() == data:
             return dst
         return write_bytes(self.root, dst, data)
