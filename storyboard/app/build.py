@@ -128,10 +128,10 @@ def build(
             if missing:
                 report.notes.append(f"layout skipped: panels not rendered yet: {', '.join(missing)}")
             else:
-                from storyboard.app.pages import frame_warnings, layout_story
+                from storyboard.app.pages import layout_story
 
-                report.layout_files = layout_story(loaded, out_dir)
-                report.notes += frame_warnings(loaded, store)
+                report.layout_files, warnings = layout_story(loaded, out_dir)
+                report.notes += warnings
     return report
 
 

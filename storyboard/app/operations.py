@@ -305,4 +305,4 @@ def layout(story: Path, out: Path, *, draft: bool = False) -> list[Path]:
             + (" --draft" if draft else " (or lay out drafts: layout --draft)"),
         )
     with store.lock():
-        return layout_story(loaded, out_dir)
+        return layout_story(loaded, out_dir)[0]

@@ -9,13 +9,12 @@ from storyboard.layout import render_comic
 from storyboard.layout.frames import print_warnings
 from storyboard.layout.types import Balloon, LayoutMeta, LayoutPage, LayoutPanel
 from storyboard.story.compose import template_dirs
-from storyboard.story.frames import panel_frames
+from storyboard.story.frames import PanelFrame, panel_frames
 from storyboard.story.load import LoadedStory
 
 
-def layout_pages(loaded: LoadedStory, store: PanelStore) -> list[LayoutPage]:
+def layout_pages(loaded: LoadedStory, store: PanelStore, frames: dict[str, PanelFrame]) -> list[LayoutPage]:
     story = loaded.story
-    frames = panel_frames(loaded)
     pages = []
     for number, page in enumerate(story.pages, start=1):
         panels = []
@@ -53,27 +52,29 @@ def _speaker_name(loaded: LoadedStory, speaker: str | None) -> str | None:
     return (c.name or speaker) if c else speaker
 
 
-def layout_story(loaded: LoadedStory, out_dir: Path) -> list[Path]:
+def layout_story(loaded: LoadedStory, out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Lay the comic out from its panel files: the files written, and the print warnings (panels
+    under 150 dpi or cropped over 15%), both from one planning of the pages' frames."""
     story = loaded.story
     store = PanelStore(out_dir)
+    frames = panel_frames(loaded)
     meta = LayoutMeta(title=story.title, author=story.author, language=story.language, summary=story.summary)
     outputs = render_comic(
         meta,
-        layout_pages(loaded, store),
+        layout_pages(loaded, store, frames),
         story.layout,
         out_dir,
         template_dirs=template_dirs(loaded.base_dir),
         base_dir=loaded.base_dir,
     )
     files = [p for p in (outputs.pdf, outputs.cbz) if p is not None]
-    return files + list(outputs.pages_png)
+    return files + list(outputs.pages_png), frame_warnings(loaded, store, frames)
 
 
-def frame_warnings(loaded: LoadedStory, store: PanelStore) -> list[str]:
+def frame_warnings(loaded: LoadedStory, store: PanelStore, frames: dict[str, PanelFrame]) -> list[str]:
     """Panels that will print soft (under 150 dpi) or lose over 15% to the crop, each named."""
     from PIL import Image
 
-    frames = panel_frames(loaded)
     notes: list[str] = []
     for _, _, panel in loaded.story.panels():
         path = store.panel_path(panel.id or "")
