@@ -32,7 +32,8 @@ def build_plain_sdxl(checkpoint: Path, device: torch.device, dtype: torch.dtype)
     comps = load_pipeline_components(checkpoint, device=device, dtype=dtype)
     diffusers_logging.set_verbosity_error()
     sched = EulerAncestralDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
-    pipe = StableDiffusionXLPipeline(
+    # Both pipelines share one set of modules: the hires pass reuses the first pass's weights.
+    shared: dict[str, Any] = dict(
         vae=comps.vae,
         text_encoder=comps.text_encoder,
         text_encoder_2=comps.text_encoder_2,
@@ -43,19 +44,9 @@ def build_plain_sdxl(checkpoint: Path, device: torch.device, dtype: torch.dtype)
         force_zeros_for_empty_prompt=False,
         add_watermarker=False,
     )
+    pipe = StableDiffusionXLPipeline(**shared)
     pipe.set_progress_bar_config(disable=True)
-    i2i = StableDiffusionXLImg2ImgPipeline(
-        vae=comps.vae,
-        text_encoder=comps.text_encoder,
-        text_encoder_2=comps.text_encoder_2,
-        tokenizer=None,
-        tokenizer_2=None,
-        unet=comps.unet,
-        scheduler=sched,
-        requires_aesthetics_score=False,
-        force_zeros_for_empty_prompt=False,
-        add_watermarker=False,
-    )
+    i2i = StableDiffusionXLImg2ImgPipeline(**shared, requires_aesthetics_score=False)
     i2i.set_progress_bar_config(disable=True)
     calls: list[tuple[int, int, int, int]] = []
 
