@@ -470,3 +470,12 @@ def test_unet_render_matches_kdiffusion_webui_path(name: str) -> None:
             **({"noise_sampler": kd_noise} if spec.info.stochastic else {}),
         )
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_webui_samplers_not_implemented_are_named_so_by_the_parser() -> None:
+    # The build path and validate share this one parser, so both say the same thing.
+    for name in ("UniPC", "LCM", "DPM adaptive", "Restart Karras"):
+        with pytest.raises(StoryboardError, match="WebUI sampler storyboard does not render yet"):
+            parse_sampler_name(name)
+    with pytest.raises(StoryboardError, match="did you mean 'Euler a'"):
+        parse_sampler_name("Eular a")

@@ -18,14 +18,10 @@ from typing import TypeVar
 import torch
 
 from storyboard.errors import StoryboardError
-from storyboard.jobs import HiresFix, PanelJob, RenderSettings
-from storyboard.models.pickle_gate import refuse_pickle
+from storyboard.jobs import PanelJob, RenderSettings
 from storyboard.models.registry import Registry
-from storyboard.render.resolve import Resolver, checkpoint_kind
-from storyboard.render.sampling import SAMPLER_NAMES, parse_sampler_name
-
-# WebUI samplers this engine does not implement: named so, rather than as typos.
-WEBUI_ONLY_SAMPLERS = ("DPM fast", "DPM adaptive", "Restart", "DDIM CFG++", "PLMS", "UniPC", "LCM")
+from storyboard.render.resolve import Resolver, check_denoising, checkpoint_kind, find_checkpoint, find_vae
+from storyboard.render.sampling import parse_sampler_name
 
 T = TypeVar("T")
 
@@ -43,22 +39,6 @@ class FileProblem:
 
 def _sentence(exc: StoryboardError) -> str:
     return exc.message if exc.hint is None else f"{exc.message} ({exc.hint})"
-
-
-def parse_sampler(name: str, schedule: str | None = None) -> None:
-    """parse_sampler_name, with WebUI's own samplers that are not implemented named as such."""
-    try:
-        parse_sampler_name(name, schedule)
-    except StoryboardError:
-        base = name.strip()
-        for suffix in (" Karras", " Exponential"):
-            base = base.removesuffix(suffix)
-        if base.lower() in {s.lower() for s in WEBUI_ONLY_SAMPLERS}:
-            raise StoryboardError(
-                f"Sampler {name!r} is a WebUI sampler storyboard does not render yet.",
-                hint="use one of " + ", ".join(SAMPLER_NAMES),
-            ) from None
-        raise
 
 
 def validate_files(jobs: Sequence[PanelJob], base_dir: Path) -> list[FileProblem]:
@@ -85,16 +65,16 @@ def validate_files(jobs: Sequence[PanelJob], base_dir: Path) -> list[FileProblem
     for job in jobs:
         s = job.settings
         key = s.model_dump_json()
-        check(job, ("render", "sampler"), key, partial(parse_sampler, s.sampler, s.schedule))
+        check(job, ("render", "sampler"), key, partial(parse_sampler_name, s.sampler, s.schedule))
         hr = s.hires
         if hr is not None:
-            check(job, ("render", "hires", "denoising_strength"), key, partial(_denoise, hr))
+            check(job, ("render", "hires", "denoising_strength"), key, partial(check_denoising, hr))
             if hr.sampler:
-                check(job, ("render", "hires", "sampler"), key, partial(parse_sampler, hr.sampler))
+                check(job, ("render", "hires", "sampler"), key, partial(parse_sampler_name, hr.sampler))
         reg = resolver.registry(s)
-        kind = check(job, ("render", "model"), key, partial(_checkpoint, s, reg))
+        kind = check(job, ("render", "model"), key, partial(_kind, s, reg))
         if s.vae:
-            check(job, ("render", "vae"), key, partial(_vae, s, reg))
+            check(job, ("render", "vae"), key, partial(find_vae, s, reg))
         check(job, ("render", "hires", "upscaler"), key, partial(resolver.upscaler_file, s, reg))
         for use in job.loras:
             check(
@@ -106,21 +86,7 @@ def validate_files(jobs: Sequence[PanelJob], base_dir: Path) -> list[FileProblem
     return list(problems.values())
 
 
-def _denoise(hr: HiresFix) -> None:
-    if hr.denoising_strength <= 0:
-        raise StoryboardError(
-            f"Hires denoising strength is {hr.denoising_strength}; it must be above 0.",
-            hint="use e.g. 0.7 (WebUI's default), or remove the hires block",
-        )
-
-
-def _checkpoint(settings: RenderSettings, reg: Registry) -> str | None:
-    """The checkpoint's model family ("sd1"/"sdxl", None when unknown without loading)."""
-    f = reg.find_checkpoint(settings.model)
-    refuse_pickle(f.path, allow_pickle=settings.allow_pickle, what="checkpoint")
-    return checkpoint_kind(f.path)
-
-
-def _vae(settings: RenderSettings, reg: Registry) -> None:
-    f = reg.find_vae(settings.vae or "")
-    refuse_pickle(f.path, allow_pickle=settings.allow_pickle, what="VAE")
+def _kind(settings: RenderSettings, reg: Registry) -> str | None:
+    """The checkpoint's model family ("sd1"/"sdxl", None when unknown without loading), for the
+    LoRA family checks that follow."""
+    return checkpoint_kind(find_checkpoint(settings, reg).path)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from storyboard.errors import ModelError, StoryboardError
-from storyboard.jobs import LoraUse, PanelJob, RenderIdentity, RenderSettings
+from storyboard.jobs import HiresFix, LoraUse, PanelJob, RenderIdentity, RenderSettings
 from storyboard.models.family import ModelFamily, checkpoint_family
 from storyboard.models.hashes import lora_hash, sha256_file
 from storyboard.models.pickle_gate import refuse_pickle
@@ -125,12 +125,16 @@ def sampler_specs(settings: RenderSettings) -> tuple[SamplerSpec, SamplerSpec | 
     hr = settings.hires
     if hr is None:
         return spec, None
+    check_denoising(hr)
+    return spec, hires_spec(spec, hr.sampler)
+
+
+def check_denoising(hr: HiresFix) -> None:
     if hr.denoising_strength <= 0:
         raise StoryboardError(
             f"Hires denoising strength is {hr.denoising_strength}; it must be above 0.",
             hint="use e.g. 0.7 (WebUI's default), or remove the hires block",
         )
-    return spec, hires_spec(spec, hr.sampler)
 
 
 def needs_upscaler_model(name: str) -> bool:
@@ -167,6 +171,22 @@ def prompt_texts(job: PanelJob) -> list[str]:
     return texts
 
 
+def find_checkpoint(settings: RenderSettings, reg: Registry) -> ModelFile:
+    """The checkpoint the settings name, through the pickle gate."""
+    f = reg.find_checkpoint(settings.model)
+    refuse_pickle(f.path, allow_pickle=settings.allow_pickle, what="checkpoint")
+    return f
+
+
+def find_vae(settings: RenderSettings, reg: Registry) -> ModelFile | None:
+    """The external VAE the settings name (None: the checkpoint's own), through the pickle gate."""
+    if not settings.vae:
+        return None
+    f = reg.find_vae(settings.vae)
+    refuse_pickle(f.path, allow_pickle=settings.allow_pickle, what="VAE")
+    return f
+
+
 class Resolver:
     """Finds files for jobs, with caches so a story's hundred panels look each file up once."""
 
@@ -195,11 +215,8 @@ class Resolver:
         if hit is not None:
             return hit
         reg = self.registry(settings)
-        ckpt = reg.find_checkpoint(settings.model)
-        refuse_pickle(ckpt.path, allow_pickle=settings.allow_pickle, what="checkpoint")
-        vae = reg.find_vae(settings.vae) if settings.vae else None
-        if vae is not None:
-            refuse_pickle(vae.path, allow_pickle=settings.allow_pickle, what="VAE")
+        ckpt = find_checkpoint(settings, reg)
+        vae = find_vae(settings, reg)
         kind = checkpoint_kind(ckpt.path)
         family = checkpoint_family(ckpt.path)
         resolved = ResolvedModels(ckpt, vae, kind, self._embeddings(reg, settings, kind), reg, family)

@@ -206,6 +206,16 @@ class SamplerSpec:
         return 2 * steps - 1 if self.info.second_order else steps
 
 
+# WebUI samplers this engine does not implement: named so, rather than as typos.
+WEBUI_ONLY_SAMPLERS = ("DPM fast", "DPM adaptive", "Restart", "DDIM CFG++", "PLMS", "UniPC", "LCM")
+
+
+def _webui_only(norm: str) -> bool:
+    """A (normalised) name that is one of WebUI_ONLY_SAMPLERS, with or without a schedule suffix."""
+    names = {_norm(n) for n in WEBUI_ONLY_SAMPLERS}
+    return norm in names or any(norm.removesuffix(" " + _norm(x)) in names for x in _SUFFIXES)
+
+
 def parse_sampler_name(text: str, schedule: str | None = None) -> SamplerSpec:
     """Parse a WebUI sampler name ("DPM++ 2S a Karras", "Euler a", "k_dpmpp_2m") and an optional
     separate schedule type ("Karras", "Automatic", ...). Case-insensitive."""
@@ -219,6 +229,11 @@ def parse_sampler_name(text: str, schedule: str | None = None) -> SamplerSpec:
                 key = _SAMPLER_ALIASES[norm[: -len(s) - 1]]
                 suffix_schedule = _schedule_key(suffix)
                 break
+    if key is None and _webui_only(norm):
+        raise StoryboardError(
+            f"Sampler {text!r} is a WebUI sampler storyboard does not render yet.",
+            hint="use one of " + ", ".join(SAMPLER_NAMES),
+        )
     if key is None:
         candidates = [*SAMPLER_NAMES, *(f"{n} Karras" for n in SAMPLER_NAMES)]
         close = difflib.get_close_matches(text, candidates, n=3, cutoff=0.5)
