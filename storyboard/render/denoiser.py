@@ -57,6 +57,13 @@ def rescale_zero_terminal_snr_abar(alphas_cumprod: Tensor) -> Tensor:
     return out
 
 
+def unet_output(out: Any) -> Tensor:
+    """The predicted tensor of a UNet call, whichever form it returns (diffusers' output object, a
+    tuple, or a plain tensor from a stand-in or a wrapper)."""
+    result: Tensor = out.sample if hasattr(out, "sample") else (out[0] if isinstance(out, tuple) else out)
+    return result
+
+
 class CompVisDenoiser(torch.nn.Module):
     """D(x, sigma) = x - sigma * eps(x / sqrt(sigma^2 + 1), t(sigma)) (eps prediction), or the
     v-prediction form c_skip * x + c_out * v with sigma_data = 1."""
@@ -101,10 +108,7 @@ class CompVisDenoiser(torch.nn.Module):
         kwargs: dict[str, Any] = {"encoder_hidden_states": cond.to(dtype)}
         if added_cond_kwargs is not None:
             kwargs["added_cond_kwargs"] = {k: v.to(dtype) for k, v in added_cond_kwargs.items()}
-        out = self.unet(x.to(dtype), t, **kwargs)
-        out = out.sample if hasattr(out, "sample") else (out[0] if isinstance(out, tuple) else out)
-        result: Tensor = out.to(x.dtype)
-        return result
+        return unet_output(self.unet(x.to(dtype), t, **kwargs)).to(x.dtype)
 
     def forward(
         self,

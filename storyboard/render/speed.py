@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from storyboard.render.denoiser import unet_output
+
 # Latent positions x images of the largest call replayed from a graph: 8 images (4 panels with
 # CFG) at 448x640 (56x80 latent). Larger calls are compute-bound, where replay gains nothing.
 GRAPH_MAX_POSITIONS = 8 * 56 * 80
@@ -60,21 +62,29 @@ def attention_backend(device: torch.device) -> Iterator[None]:
         yield
 
 
-class GraphedUNet(torch.nn.Module):
-    """Calls the UNet through a captured CUDA graph per input shape (see the module docstring).
+class _UNetWrapper(torch.nn.Module):
+    """A module standing in for the UNet: it keeps the wrapped UNet and reports its dtype, which the
+    denoiser reads to cast its inputs."""
 
-    Same call signature as the diffusers UNet as ``CompVisDenoiser`` uses it; returns a tensor."""
-
-    def __init__(self, unet: torch.nn.Module, max_positions: int = GRAPH_MAX_POSITIONS) -> None:
+    def __init__(self, unet: torch.nn.Module) -> None:
         super().__init__()
         self.unet = unet
-        self.max_positions = max_positions
-        self._graphs: OrderedDict[tuple[Any, ...], _Graph] = OrderedDict()
 
     @property
     def dtype(self) -> torch.dtype:
         dtype: torch.dtype = getattr(self.unet, "dtype")  # noqa: B009  # Module.__getattr__ is untyped
         return dtype
+
+
+class GraphedUNet(_UNetWrapper):
+    """Calls the UNet through a captured CUDA graph per input shape (see the module docstring).
+
+    Same call signature as the diffusers UNet as ``CompVisDenoiser`` uses it; returns a tensor."""
+
+    def __init__(self, unet: torch.nn.Module, max_positions: int = GRAPH_MAX_POSITIONS) -> None:
+        super().__init__(unet)
+        self.max_positions = max_positions
+        self._graphs: OrderedDict[tuple[Any, ...], _Graph] = OrderedDict()
 
     @property
     def graph_count(self) -> int:
@@ -89,7 +99,7 @@ class GraphedUNet(torch.nn.Module):
     ) -> Tensor:
         positions = sample.shape[0] * sample.shape[-1] * sample.shape[-2]
         if sample.device.type != "cuda" or positions > self.max_positions:
-            return _unet_out(self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+            return unet_output(self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
                                        added_cond_kwargs=added_cond_kwargs))  # fmt: skip
         t = torch.as_tensor(timestep, device=sample.device).expand(sample.shape[0])
         inputs = {"sample": sample, "timestep": t, "encoder_hidden_states": encoder_hidden_states}
@@ -105,11 +115,6 @@ class GraphedUNet(torch.nn.Module):
         else:
             self._graphs.move_to_end(key)
         return graph.replay(inputs)
-
-
-def _unet_out(out: Any) -> Tensor:
-    result: Tensor = out.sample if hasattr(out, "sample") else (out[0] if isinstance(out, tuple) else out)
-    return result
 
 
 class _Graph:
@@ -134,7 +139,7 @@ class _Graph:
         added = {k[len("added.") :]: v for k, v in s.items() if k.startswith("added.")}
         out = self.unet(s["sample"], s["timestep"], encoder_hidden_states=s["encoder_hidden_states"],
                         added_cond_kwargs=added or None)  # fmt: skip
-        return _unet_out(out)
+        return unet_output(out)
 
     def replay(self, inputs: Mapping[str, Tensor]) -> Tensor:
         for k, v in inputs.items():
@@ -157,20 +162,14 @@ def compiled_unet(unet: torch.nn.Module, mode: str) -> torch.nn.Module:
     raise ValueError(f"render.compile must be one of {', '.join(COMPILE_MODES)}, not {mode!r}")
 
 
-class ChunkedUNet(torch.nn.Module):
+class ChunkedUNet(_UNetWrapper):
     """Runs a UNet call in chunks of ``chunk`` images (``render.low_memory``): with one panel per
     batch, the CFG halves then go through the UNet one after the other, as WebUI's
     ``--always-batch-cond-uncond`` off does, halving the activations' peak."""
 
     def __init__(self, unet: torch.nn.Module, chunk: int = 1) -> None:
-        super().__init__()
-        self.unet = unet
+        super().__init__(unet)
         self.chunk = chunk
-
-    @property
-    def dtype(self) -> torch.dtype:
-        dtype: torch.dtype = getattr(self.unet, "dtype")  # noqa: B009  # Module.__getattr__ is untyped
-        return dtype
 
     def forward(
         self,
@@ -187,7 +186,7 @@ class ChunkedUNet(torch.nn.Module):
             added = {k: v[part] for k, v in added_cond_kwargs.items()} if added_cond_kwargs else None
             out = self.unet(sample[part], t[part], encoder_hidden_states=encoder_hidden_states[part],
                             added_cond_kwargs=added)  # fmt: skip
-            outs.append(_unet_out(out))
+            outs.append(unet_output(out))
         return torch.cat(outs)
 
 
