@@ -95,8 +95,12 @@ def write_bytes(root: Path, path: Path | str, data: bytes, *, durable: bool = Tr
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, root: Path | None = None) -> None:
-    """write_bytes with `root` defaulting to the file's own folder (only the name is then checked)."""
-    write_bytes(root if root is not None else path.parent, path, data)
+    """write_bytes with `root` defaulting to the file's own folder (only the name is then checked).
+
+    `path` is as the user typed it (relative to the working directory, or absolute); it is made
+    absolute here so that a relative path is never joined to its own folder a second time."""
+    target = _abs(path)
+    write_bytes(_abs(root) if root is not None else target.parent, target, data)
 
 
 def atomic_write_text(path: Path, text: str, *, root: Path | None = None) -> None:
