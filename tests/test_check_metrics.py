@@ -104,6 +104,7 @@ def test_prototype_is_normalised_mean() -> None:
 
 
 def test_threshold_precedence() -> None:
-    assert threshold_for(0.1, 0.2, 0.3) == 0.1
-    assert threshold_for(None, 0.2, 0.3) == 0.2
-    assert threshold_for(None, None, 0.3) == 0.3
+    assert threshold_for(0.1, 0.2, 0.3) == (0.1, "character")
+    assert threshold_for(None, 0.2, 0.3) == (0.2, "story")
+    assert threshold_for(None, None, 0.3) == (0.3, "backend default")
+    assert threshold_for(0.1, 0.2, 0.3, override=0.4) == (0.4, "--threshold")

@@ -3,7 +3,7 @@
 (`storyboard.check`) reads only what this module hands it.
 
 Entry points for the CLI (`storyboard/commands/check.py`, `storyboard/commands/models.py`):
-  * check_story(...)  -> exit code: run the check (and --fix), write the report, print the table;
+  * check_story(...)  -> exit code: run the check (and --fix), write the report, print the summary;
   * fetch_models(...) -> folders: download the pinned model files.
 """
 
@@ -19,9 +19,9 @@ from rich.console import Console
 from storyboard.check import fetch as fetch_mod
 from storyboard.check.backend import Backend, Detector
 from storyboard.check.fix import FixResult, RecordPick, RenderCandidates, fix_panels
-from storyboard.check.report import summary_table, write_report
+from storyboard.check.report import region_notes, summary_table, summary_text, write_report
 from storyboard.check.run import run_check
-from storyboard.check.types import CharacterSpec, CheckInput, PanelSpec
+from storyboard.check.types import CharacterSpec, CheckInput, CheckReport, PanelSpec
 from storyboard.errors import StoryboardError
 from storyboard.jobs import Renderer
 
@@ -39,13 +39,15 @@ class StoryPaths:
         return self.out_dir / "check"
 
 
-def check_input(story: Path, out_root: Path = Path("output")) -> tuple[CheckInput, StoryPaths]:
+def check_input(
+    story: Path, out_root: Path = Path("output"), threshold: float | None = None
+) -> tuple[CheckInput, StoryPaths]:
     """The check's input from a story file and its output folder (panels/<id>.png, manifest.json).
 
     Seeds come from manifest.json (what each panel file was rendered with), else from the plan.
     Regions (character -> box as panel fractions) come from the plan, as the renderer used them; they
     steer which detected person is which character. References are resolved against the story
-    file's folder.
+    file's folder. `threshold` (`--threshold`, checked by `cli_threshold`) overrides the story's.
     """
     from storyboard.app.build import output_dir
     from storyboard.app.store import PanelStore
@@ -76,19 +78,42 @@ def check_input(story: Path, out_root: Path = Path("output")) -> tuple[CheckInpu
             id=cid,
             name=c.name or cid,
             references=tuple(r if r.is_absolute() else loaded.base_dir / r for r in c.references),
-            threshold=getattr(c, "check_threshold", None),  # a story field the lead adds (INTEGRATION.md)
+            threshold=c.check.threshold,
         )
         for cid, c in loaded.story.characters.items()
     }
-    check_cfg = getattr(loaded.story, "check", None)
     inp = CheckInput(
         title=loaded.story.title,
         characters=characters,
         panels=tuple(panels),
         out_dir=out_dir / "check",
-        threshold=getattr(check_cfg, "threshold", None),
+        threshold=loaded.story.check.threshold,
+        threshold_override=threshold,
     )
     return inp, StoryPaths(story=story, out_dir=out_dir)
+
+
+# `check --strict` found off-model panels: its own code, so a script can tell "the comic needs work"
+# from 2 (a mistake to fix before the check can run) and 1 (the machine's problem or a bug).
+OFF_MODEL_EXIT = 3
+
+
+def cli_threshold(value: float | None) -> float | None:
+    """`--threshold` checked by the same rule as the story file's `check: {threshold}`."""
+    from pydantic import ValidationError
+
+    from storyboard.story.schema import CheckSettings
+
+    if value is None:
+        return None
+    try:
+        return CheckSettings(threshold=value).threshold
+    except ValidationError as exc:
+        reason = exc.errors(include_url=False)[0]["msg"]
+        raise StoryboardError(
+            f"--threshold {value:g}: {reason}; it is an identity distance, e.g. 0.18 "
+            "(see the README's 'Calibrating the threshold')."
+        ) from None
 
 
 def open_models(
@@ -149,13 +174,16 @@ def check_story(
     models: tuple[Backend, Detector | None] | None = None,
     renderer: Renderer | None = None,
     ray: RayOptions | None = None,
+    threshold: float | None = None,
 ) -> int:
-    """`storyboard check`: 0 when fine (or not --strict), 1 when --strict and a panel is off-model.
+    """`storyboard check`: 0 when fine (or not --strict), OFF_MODEL_EXIT when --strict and a panel is
+    off-model.
 
     `models` and `renderer` are for tests and callers that already hold them.
     """
     console = console or Console(highlight=False)
-    inp, paths = check_input(story, out_root)
+    threshold = cli_threshold(threshold)
+    inp, paths = check_input(story, out_root, threshold)
     emb, det = models or open_models(backend, models_dir, device=device)
     cache = paths.check_dir / "cache"
     report = run_check(inp, emb, det, cache)
@@ -191,22 +219,37 @@ def check_story(
             from storyboard.app.operations import close_renderer
 
             close_renderer(renderer)
-    files = write_report(report, check_input(story, out_root)[0] if fixed else inp)
-    console.print(summary_table(report))
+    files = write_report(report, check_input(story, out_root, threshold)[0] if fixed else inp)
+    _print_summary(console, report)
     _print_outcome(console, report.flagged_panels, fixed, files["html"])
-    return 1 if strict and report.flagged_panels else 0
+    return OFF_MODEL_EXIT if strict and report.flagged_panels else 0
+
+
+def _print_summary(console: Console, report: CheckReport) -> None:
+    if console.is_terminal:
+        console.print(summary_table(report))
+    else:  # piped or redirected: plain rows, one per line, whatever the width rich assumes
+        for line in summary_text(report):
+            _say(console, line)
+    for note in region_notes(report):
+        _say(console, note)
+
+
+def _say(console: Console, line: str) -> None:
+    # No markup (paths and ids are literal) and no wrapping: a long path or list stays on one line.
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_outcome(console: Console, flagged: Sequence[str], fixed: FixResult | None, html: Path) -> None:
     if fixed is not None:
         for c in fixed.changes:
             state = "on-model" if c.passed else "closer, still off-model"
-            console.print(f"fixed {c.panel_id}: seed {c.old_seed} -> {c.new_seed} ({state})")
+            _say(console, f"fixed {c.panel_id}: seed {c.old_seed} -> {c.new_seed} ({state})")
         for pid in fixed.still_failing:
-            console.print(f"still off-model after {len(fixed.tried.get(pid, []))} tries: {pid}")
+            _say(console, f"still off-model after {len(fixed.tried.get(pid, []))} tries: {pid}")
     elif flagged:
-        console.print(f"off-model: {', '.join(flagged)} (reroll them with --fix)")
-    console.print(f"report: {html}")
+        _say(console, f"off-model: {', '.join(flagged)} (reroll them with --fix)")
+    _say(console, f"report: {html}")
 
 
 def fetch_models(

@@ -14,6 +14,7 @@ dghs-imgutils itself is not a dependency: it pins numpy<2 and pulls opencv and p
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from PIL import Image
 
 from storyboard.check.backend import Features, normalized_mean
 from storyboard.check.images import load_rgb
-from storyboard.check.onnx_models import open_session
+from storyboard.check.onnx_models import expect_shape, open_session, probe
 from storyboard.errors import ModelError
 
 MODEL = "ccip-caformer-24-randaug-pruned"
@@ -43,6 +44,28 @@ def preprocess(image: Image.Image, size: int = SIZE) -> NDArray[np.float32]:
     mean = np.asarray(CLIP_MEAN, dtype=np.float32)[:, None, None]
     std = np.asarray(CLIP_STD, dtype=np.float32)[:, None, None]
     return ((data - mean) / std).astype(np.float32)
+
+
+def read_threshold(path: Path) -> float:
+    """The same-character threshold from a CCIP model's metrics.json ({"threshold": 0.178..., ...})."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(
+            f"{path}: not valid JSON ({exc}); the file may be truncated.",
+            hint=f"download it again with `storyboard models fetch check`, or delete it to use CCIP's "
+            f"published threshold {PUBLISHED_THRESHOLD:.3f}",
+        ) from None
+    value = data.get("threshold") if isinstance(data, dict) else None
+    if value is None:
+        raise ModelError(
+            f"{path}: no 'threshold' key; a CCIP metrics.json holds the model's same-character "
+            f'threshold, e.g. {{"threshold": {PUBLISHED_THRESHOLD}}}.'
+        )
+    # bool is an int to Python; true is not a distance.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ModelError(f"{path}: 'threshold' is {value!r}; it should be a positive number such as 0.178.")
+    return float(value)
 
 
 @dataclass
@@ -68,10 +91,16 @@ class CcipBackend:
             for have, want in zip(shape[1:], (3, SIZE, SIZE), strict=True)
         ):
             raise ModelError(f"{folder}: CCIP feature input is {shape}, expected Nx3x{SIZE}x{SIZE}.")
-        threshold = PUBLISHED_THRESHOLD
+        # Two blank crops: proves the batch dimension is free (crops are embedded 8 at a time) and that
+        # the metric model takes what the feature model gives.
+        (feats,) = probe(
+            feat, folder / "model_feat.onnx", {"input": np.zeros((2, 3, SIZE, SIZE), np.float32)}, ["output"]
+        )
+        expect_shape(folder / "model_feat.onnx", "the feature output", feats.shape, (2, None))
+        (diff,) = probe(metric, folder / "model_metrics.onnx", {"input": feats}, ["output"])
+        expect_shape(folder / "model_metrics.onnx", "the metric output for 2 features", diff.shape, (2, 2))
         metrics = folder / "metrics.json"
-        if metrics.is_file():
-            threshold = float(json.loads(metrics.read_text(encoding="utf-8"))["threshold"])
+        threshold = read_threshold(metrics) if metrics.is_file() else PUBLISHED_THRESHOLD
         return cls(feat, metric, threshold, model_id=folder.name)
 
     def embed(self, images: list[Image.Image]) -> Features:

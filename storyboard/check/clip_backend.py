@@ -2,11 +2,13 @@
 
 Distance is 1 - cosine similarity of the projected image embeddings. CLIP has no published
 same-character threshold; DEFAULT_THRESHOLD is a starting point to be calibrated per story
-(`check_threshold`), not a measured figure.
+(`check: {threshold}` in the story or on a character, or `check --threshold`; the README says how),
+not a measured figure.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,32 @@ from storyboard.errors import ModelError
 REPO = "openai/clip-vit-large-patch14"
 FILES = ("config.json", "preprocessor_config.json", "model.safetensors")
 DEFAULT_THRESHOLD = 0.25  # cosine similarity 0.75; uncalibrated, see the module docstring
+
+
+def check_files(folder: Path) -> None:
+    """Each file of a CLIP folder readable as what it is, so a truncated one is named (transformers'
+    own errors say what failed to parse, not which file)."""
+    from safetensors import SafetensorError, safe_open
+
+    for name in ("config.json", "preprocessor_config.json"):
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"{path}: missing; a transformers CLIP folder has {', '.join(FILES)}.")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{path}: not valid JSON ({exc}); the file may be truncated.") from None
+        if not isinstance(data, dict):
+            raise ModelError(f"{path}: should hold a JSON object of settings, not {type(data).__name__}.")
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        try:
+            with safe_open(str(weights), framework="numpy") as f:
+                f.keys()
+        except (SafetensorError, ValueError) as exc:
+            raise ModelError(
+                f"{weights}: not a readable safetensors file ({exc}); it may be truncated."
+            ) from None
 
 
 @dataclass
@@ -42,11 +70,17 @@ class ClipBackend:
 
         if not (folder / "config.json").is_file():
             raise ModelError(f"{folder}: no config.json; not a transformers CLIP folder.")
+        check_files(folder)
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        # Only the vision tower and its projection are built; the text tower's weights are skipped.
-        model: Any = CLIPVisionModelWithProjection.from_pretrained(folder)
+        try:
+            # Only the vision tower and its projection are built; the text tower's weights are skipped.
+            model: Any = CLIPVisionModelWithProjection.from_pretrained(folder)
+            processor = CLIPImageProcessor.from_pretrained(folder)
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+            # The files parse, but do not make a CLIP vision model (wrong keys, shapes, model type).
+            reason = " ".join(str(exc).split())[:300]
+            raise ModelError(f"{folder}: not a usable CLIP model folder ({reason}).") from None
         model = model.to(dev).eval()
-        processor = CLIPImageProcessor.from_pretrained(folder)
         return cls(model, processor, dev, model_id=f"{folder.name}:{model.config.projection_dim}")
 
     def embed(self, images: list[Image.Image]) -> Features:

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from storyboard.check.images import load_rgb
-from storyboard.check.onnx_models import metadata, open_session
+from storyboard.check.onnx_models import expect_shape, metadata, open_session, probe
 from storyboard.check.types import Detection
 from storyboard.errors import ModelError
 
@@ -36,10 +36,15 @@ def parse_names(text: str) -> list[str]:
     """Class names from the `names` metadata; literal_eval only, so a model file cannot run code."""
     try:
         mapping = ast.literal_eval(text)
-    except (ValueError, SyntaxError) as exc:
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
         raise ModelError(f"Detector metadata 'names' is not a dict literal: {text[:80]!r}") from exc
-    if not isinstance(mapping, dict):
-        raise ModelError(f"Detector metadata 'names' is not a dict: {text[:80]!r}")
+    # Class i is row 4 + i of the output, so the keys must be exactly 0..n-1.
+    if (
+        not isinstance(mapping, dict)
+        or not mapping
+        or set(map(repr, mapping)) != set(map(repr, range(len(mapping))))
+    ):
+        raise ModelError(f"Detector metadata 'names' is not a dict of classes 0..n-1: {text[:80]!r}")
     return [str(mapping[i]) for i in range(len(mapping))]
 
 
@@ -47,11 +52,20 @@ def parse_imgsz(meta: dict[str, str]) -> tuple[int, int]:
     """(height, width) the model was exported for."""
     if "imgsz" not in meta:
         return 640, 640
-    size = json.loads(meta["imgsz"])
-    if isinstance(size, int):
-        return size, size
-    if len(size) != 2:
-        raise ModelError(f"Detector metadata 'imgsz' should have 2 numbers, got {size!r}")
+    try:
+        size = json.loads(meta["imgsz"])
+    except json.JSONDecodeError:
+        size = meta["imgsz"]
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = [size, size]
+    if (
+        not isinstance(size, list)
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 8192 for v in size)
+    ):
+        raise ModelError(
+            f"Detector metadata 'imgsz' should be [height, width] in pixels, got {meta['imgsz'][:80]!r}"
+        )
     return int(size[0]), int(size[1])
 
 
@@ -130,7 +144,16 @@ class YoloDetector:
         meta = metadata(session)
         if "names" not in meta:
             raise ModelError(f"{path}: no 'names' metadata; is it an ultralytics YOLO export?")
-        return cls(session, parse_names(meta["names"]), parse_imgsz(meta), model_id or path.parent.name)
+        try:
+            labels, size_hw = parse_names(meta["names"]), parse_imgsz(meta)
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc.message}", hint=exc.hint) from None
+        if "person" not in labels:
+            raise ModelError(f"{path}: the detector has no 'person' class (classes: {', '.join(labels)}).")
+        # One blank image of the exported size: the output must be 1 x (4 + classes) x boxes.
+        (out,) = probe(session, path, {INPUT: np.zeros((1, 3, *size_hw), np.float32)}, [OUTPUT])
+        expect_shape(path, "the output for one image", out.shape, (1, 4 + len(labels), None))
+        return cls(session, labels, size_hw, model_id or path.parent.name)
 
     @property
     def name(self) -> str:

@@ -11,7 +11,7 @@ from PIL import Image
 from rich.table import Table
 
 from storyboard.check.images import load_rgb
-from storyboard.check.types import CheckInput, CheckReport, FracBox
+from storyboard.check.types import CharacterScore, CheckInput, CheckReport, FracBox
 from storyboard.writes import atomic_write_bytes, atomic_write_text
 
 THUMB_HEIGHT = 160
@@ -100,21 +100,72 @@ def read_report(path: Path) -> CheckReport:
     return CheckReport.model_validate_json(path.read_text(encoding="utf-8"))
 
 
-def summary_table(report: CheckReport) -> Table:
-    """Per character: panels, self/cross similarity, threshold, and where it is off-model or missing."""
-    table = Table(title=f"{report.title}: character check ({report.backend})")
-    for col in ("character", "anchor", "panels", "self", "cross", "threshold", "off-model", "missing"):
-        table.add_column(col, overflow="fold")
+SUMMARY_COLUMNS = ("character", "anchor", "panels", "self", "cross", "threshold", "off-model", "missing")
+
+
+def _threshold_cell(report: CheckReport, c: CharacterScore) -> str:
+    source = f"{report.backend} default" if c.threshold_source == "backend default" else c.threshold_source
+    return f"{c.threshold:.3f} ({source})"
+
+
+def summary_rows(report: CheckReport) -> list[tuple[str, ...]]:
+    """Per character: panels, self/cross similarity, threshold and its source, each off-model panel with
+    its distance, and the panels it was not found in (cells in SUMMARY_COLUMNS order)."""
+    rows = []
     for c in report.characters:
-        missing = [a.panel_id for a in report.appearances if a.character == c.id and a.box is None]
-        table.add_row(
-            c.name,
-            c.anchor,
-            str(len(c.panels)),
-            _fmt(c.self_similarity),
-            _fmt(c.cross_similarity),
-            f"{c.threshold:.3f}",
-            ", ".join(c.flagged) or "-",
-            ", ".join(missing) or "-",
+        mine = [a for a in report.appearances if a.character == c.id]
+        off = [f"{a.panel_id} ({_fmt(a.distance)})" for a in mine if a.off_model]
+        missing = [a.panel_id for a in mine if a.box is None]
+        rows.append(
+            (
+                c.name,
+                c.anchor,
+                str(len(c.panels)),
+                _fmt(c.self_similarity),
+                _fmt(c.cross_similarity),
+                _threshold_cell(report, c),
+                ", ".join(off) or "-",
+                ", ".join(missing) or "-",
+            )
         )
+    return rows
+
+
+def summary_title(report: CheckReport) -> str:
+    return f"{report.title}: character check ({report.backend})"
+
+
+def summary_table(report: CheckReport) -> Table:
+    """The summary for a terminal, whose width rich knows."""
+    table = Table(title=summary_title(report))
+    for col in SUMMARY_COLUMNS:
+        table.add_column(col, overflow="fold")
+    for row in summary_rows(report):
+        table.add_row(*row)
     return table
+
+
+def summary_text(report: CheckReport) -> list[str]:
+    """The summary for a pipe or a file: the same rows as plain lines, columns padded, nothing wrapped.
+
+    Piped, rich assumes 80 columns and folds cells mid-word ("prototyp / e", "p2. / 1"), which breaks
+    both reading and grep; a row per line keeps each character's panel ids and scores whole.
+    """
+    rows = [SUMMARY_COLUMNS, *summary_rows(report)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(SUMMARY_COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return [summary_title(report), *lines]
+
+
+def region_notes(report: CheckReport) -> list[str]:
+    """One line per character found outside its region in a regional panel, naming those panels.
+
+    Shown, not flagged: identity decides on-model, and a figure may drift over a region's edge and still
+    be right; but a character on the wrong side of a two-character panel is worth a look.
+    """
+    notes = []
+    for c in report.characters:
+        outside = [a.panel_id for a in report.appearances if a.character == c.id and a.in_region is False]
+        if outside:
+            notes.append(f"{c.name} outside its region in {', '.join(outside)}")
+    return notes

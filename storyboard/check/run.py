@@ -131,10 +131,11 @@ def analyse(
     if missing_refs:
         raise StoryboardError(f"Reference images not found: {', '.join(missing_refs)}.")
     cache = FeatureCache(cache_dir)
-    thresholds = {
-        cid: threshold_for(c.threshold, inp.threshold, backend.default_threshold)
+    chosen_thresholds = {
+        cid: threshold_for(c.threshold, inp.threshold, backend.default_threshold, inp.threshold_override)
         for cid, c in inp.characters.items()
     }
+    thresholds = {cid: t for cid, (t, _) in chosen_thresholds.items()}
     crops: dict[str, Crops] = {}
     shas: dict[str, str] = {}
     embedded: list[str] = []
@@ -248,6 +249,7 @@ def analyse(
                 name=c.name,
                 anchor="reference" if anchors[cid].kind == "reference" else ("prototype" if mine else "none"),
                 threshold=thresholds[cid],
+                threshold_source=chosen_thresholds[cid][1],
                 panels=[pid for pid, _ in mine],
                 self_similarity=self_similarity(pair),
                 cross_similarity=cross_similarity(to_anchor),

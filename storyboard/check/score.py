@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from storyboard.check.types import ThresholdSource
+
 
 def main_cluster(distances: NDArray[np.float32], threshold: float) -> list[int]:
     """Indices of the largest group of crops linked by distances within the threshold.
@@ -50,8 +52,21 @@ def cross_similarity(to_anchor: NDArray[np.float32]) -> float | None:
     return float(1.0 - to_anchor.mean()) if to_anchor.size else None
 
 
-def threshold_for(character: float | None, story: float | None, backend_default: float) -> float:
-    """A character's own threshold wins over the story's, which wins over the backend's."""
+def threshold_for(
+    character: float | None, story: float | None, backend_default: float, override: float | None = None
+) -> tuple[float, ThresholdSource]:
+    """The threshold a character is checked with, and where it came from: `check --threshold` wins over
+    the character's own, which wins over the story's, which wins over the backend's.
+
+    >>> threshold_for(0.1, 0.2, 0.3)
+    (0.1, 'character')
+    >>> threshold_for(0.1, 0.2, 0.3, override=0.05)
+    (0.05, '--threshold')
+    """
+    if override is not None:
+        return override, "--threshold"
     if character is not None:
-        return character
-    return story if story is not None else backend_default
+        return character, "character"
+    if story is not None:
+        return story, "story"
+    return backend_default, "backend default"

@@ -16,6 +16,8 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in panel pixels
 # x0, y0, x1, y1 as fractions of the panel, y down: a regional panel's box for one character, as the
 # planner gives it (plain floats, so the stage needs nothing from the story package).
 FracBox = tuple[float, float, float, float]
+# Where a character's threshold came from, strongest first (check.score.threshold_for).
+ThresholdSource = Literal["--threshold", "character", "story", "backend default"]
 
 
 class _Frozen(BaseModel):
@@ -43,7 +45,10 @@ class CheckInput(_Frozen):
     characters: dict[str, CharacterSpec]
     panels: tuple[PanelSpec, ...]  # story order
     out_dir: Path  # the check folder: index.html, report.json, crops/, cache/
-    threshold: float | None = Field(None, description="Story-level override of the backend threshold.")
+    threshold: float | None = Field(None, description="The story's threshold (story file, check.threshold).")
+    threshold_override: float | None = Field(
+        None, description="`check --threshold`: every character's threshold, over the story file's."
+    )
 
 
 class Detection(_Frozen):
@@ -84,6 +89,9 @@ class CharacterScore(BaseModel):
     name: str
     anchor: Literal["reference", "prototype", "none"]
     threshold: float
+    # Which setting gave `threshold`: a report read later says why a character was judged as it was.
+    # Reports written before the story could set thresholds all used the backend's.
+    threshold_source: ThresholdSource = "backend default"
     panels: list[str]
     self_similarity: float | None  # mean pairwise similarity among its crops (1 - distance)
     cross_similarity: float | None  # mean similarity to its anchor

@@ -17,8 +17,22 @@ def check(
         "output"
     ),
     strict: Annotated[
-        bool, typer.Option("--strict", help="Exit with status 1 when any panel is off-model.")
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit with status 3 when any panel is off-model (2: a mistake to fix; 1: a machine "
+            "problem or a bug).",
+        ),
     ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            help="Identity distance above which a crop is off-model, for every character; wins over "
+            "the story's check: {threshold} (story or character). Default: the backend's (CCIP 0.178).",
+            show_default=False,
+        ),
+    ] = None,
     fix: Annotated[
         bool, typer.Option("--fix", help="Reroll off-model panels and keep the closest candidate's seed.")
     ] = False,
@@ -51,6 +65,7 @@ def check(
         models_dir=models,
         device=device,
         ray=ray_options(ray, None),
+        threshold=threshold,
     )
     if code:
         raise typer.Exit(code)
