@@ -276,6 +276,7 @@ MALFORMED: dict[str, tuple[str, Callable[[Path], None], str]] = {
     "metrics keyless": (f"{CCIP}/metrics.json", lambda p: p.write_text('{"f1": 0.9}'), "no 'threshold'"),
     "metrics NaN": (f"{CCIP}/metrics.json", lambda p: p.write_text('{"threshold": NaN}'), "positive number"),
     "feat truncated": (f"{CCIP}/model_feat.onnx", _truncate, "not a usable ONNX model"),
+    "metric truncated": (f"{CCIP}/model_metrics.onnx", _truncate, "not a usable ONNX model"),
     "metric an HTML page": (
         f"{CCIP}/model_metrics.onnx",
         lambda p: p.write_text("<html><body>404 Not Found</body></html>"),
@@ -320,11 +321,23 @@ def _assert_refused(project: Path, r: subprocess.CompletedProcess[str], file: st
     assert not (project / "output" / "story" / "check").exists()
 
 
-@pytest.mark.parametrize("variant", list(MALFORMED))
-def test_malformed_model_file_is_a_sentence_naming_it(project: Path, variant: str) -> None:
-    file, spoil, words = MALFORMED[variant]
-    spoil(project / file)
-    _assert_refused(project, check(project), file, words)
+@pytest.mark.parametrize(
+    "file", [f"{CCIP}/metrics.json", f"{CCIP}/model_feat.onnx", f"{CCIP}/model_metrics.onnx", DETECTOR]
+)
+def test_malformed_model_file_is_a_sentence_naming_it(project: Path, file: str) -> None:
+    """Every spoiled variant of one file in turn, the file put back between them."""
+    good = (project / file).read_bytes()
+    variants = [(name, spoil, words) for name, (f, spoil, words) in MALFORMED.items() if f == file]
+    assert len(variants) >= 3
+    for name, spoil, words in variants:
+        spoil(project / file)
+        r = check(project)
+        try:
+            _assert_refused(project, r, file, words)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
+        (project / file).write_bytes(good)
+    assert check(project).returncode == 0  # put back, the folder works
 
 
 @pytest.fixture(scope="module")

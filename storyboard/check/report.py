@@ -111,7 +111,7 @@ def _threshold_cell(report: CheckReport, c: CharacterScore) -> str:
 def summary_rows(report: CheckReport) -> list[tuple[str, ...]]:
     """Per character: panels, self/cross similarity, threshold and its source, each off-model panel with
     its distance, and the panels it was not found in (cells in SUMMARY_COLUMNS order)."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for c in report.characters:
         mine = [a for a in report.appearances if a.character == c.id]
         off = [f"{a.panel_id} ({_fmt(a.distance)})" for a in mine if a.off_model]

@@ -89,21 +89,14 @@ class LoraSpec(Strict):
         return self.use("").tag()
 
 
-# Both check backends measure identity as a distance that is about 0 for the same character: CCIP's
-# learned difference (published same-character threshold 0.178) and CLIP's 1 - cosine similarity, which
-# reaches 1 only for unrelated (orthogonal) embeddings. A threshold of 0 would flag every crop and one of
-# 1 or more none, so a threshold that means anything lies strictly between.
-CHECK_THRESHOLD_RANGE = (0.0, 1.0)
-
-
 class CheckSettings(Strict):
-    """Settings of `storyboard check` (the consistency check), for a story or for one character."""
+    """`storyboard check` settings, for the story or one character. Both backends' distances are ~0 for
+    the same character (CCIP publishes 0.178; CLIP's 1 - cosine is 1 only for unrelated pictures), so a
+    threshold that means anything lies strictly between 0 and 1."""
 
     threshold: float | None = Field(
-        None, gt=CHECK_THRESHOLD_RANGE[0], lt=CHECK_THRESHOLD_RANGE[1], allow_inf_nan=False,
-        description="Identity distance above which a character's crop is off-model, for the backend "
-        "you check with (CCIP publishes 0.178; calibrate CLIP's as the README says). A character's "
-        "own wins over the story's; `check --threshold` wins over both.",
+        None, gt=0.0, lt=1.0, allow_inf_nan=False, description="Distance above which a crop is off-model "
+        "(CCIP's is 0.178; the README says how to calibrate). A character's wins over the story's.",
     )  # fmt: skip
 
 
@@ -115,9 +108,7 @@ class Character(LoraSpec):
     prompt: str = Field("", description="Extra description always added with the character.")
     negative: str = Field("", description="Added to the negative prompt of panels with this character.")
     references: list[Path] = Field(default_factory=list, description="Reference images of the character.")
-    check: CheckSettings = Field(
-        default_factory=lambda: CheckSettings(), description="This character's consistency-check settings."
-    )
+    check: CheckSettings = Field(default_factory=lambda: CheckSettings(), description="Its check settings.")
 
 
 class Style(Strict):
@@ -370,9 +361,7 @@ class Story(Strict):
     style: Style = Field(default_factory=lambda: Style())
     render: RenderSettings = Field(default_factory=lambda: RenderSettings())
     layout: LayoutSettings = Field(default_factory=LayoutSettings)
-    check: CheckSettings = Field(
-        default_factory=lambda: CheckSettings(), description="Consistency-check settings (storyboard check)."
-    )
+    check: CheckSettings = Field(default_factory=lambda: CheckSettings(), description="storyboard check.")
     pages: list[Page] = Field(min_length=1)
 
     @field_validator("characters")
