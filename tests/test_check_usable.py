@@ -110,6 +110,8 @@ def test_threshold_precedence_cli_character_story_backend(project: Path) -> None
     assert 0.2 < p21["distance"] < 0.3 and p21["off_model"]  # the planted panel, between the two
     assert r.returncode == OFF_MODEL_EXIT, r.stderr
     assert "0.200 (character)" in r.stdout and "0.300 (story)" in r.stdout
+    html = (project / "output" / "story" / "check" / "index.html").read_text()
+    assert "threshold 0.200 (character)" in html and "threshold 0.300 (story)" in html
 
     # --threshold wins over both; at 0.3 the planted panel passes, and --strict exits 0.
     r = check(project, "--strict", "--threshold", "0.3")
@@ -438,3 +440,33 @@ def test_summary_rows_stay_whole_in_a_pipe(project: Path) -> None:
         and Path(project, report_line[0][len("report: ") :]).resolve()
         == (project / "output" / "story" / "check" / "index.html").resolve()
     )
+
+
+def test_summary_in_a_terminal_is_the_table(project: Path) -> None:
+    """With a terminal (a pty, 120 columns) the same rows come as rich's table."""
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
+    env.update(HF_HUB_OFFLINE="1", STORYBOARD_QUIET="1", PYTHONPATH=str(ROOT), COLUMNS="120", TERM="xterm")
+    cmd = [sys.executable, "-m", "storyboard", "check", "story.yaml", "--models", "models"]
+    proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=follower, stderr=follower, stdin=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the pty closes when the command exits
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=120) == 0
+    os.close(leader)
+    out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())  # colours off
+    assert "Traceback" not in out
+    rows = [line for line in out.splitlines() if "│" in line]
+    aki = next(line for line in rows if line.startswith("│ aki "))
+    p21 = next(a for a in report(project)["appearances"] if a["panel_id"] == "p2.1")
+    assert f"p2.1 ({p21['distance']:.3f})" in aki and "0.178 (ccip default)" in aki
+    assert "aki outside its region in p1.3" in out
