@@ -2,6 +2,7 @@
 
 Exit codes: 0 done; 2 a mistake the user can fix (story, files, options: one sentence, no traceback);
 1 an environment problem (disk full, permission denied) or a bug (the traceback goes to a log file);
+3 `check --strict` found off-model panels (the check itself worked);
 130 / 143 stopped by Ctrl-C / SIGTERM, with every finished panel kept.
 """
 
