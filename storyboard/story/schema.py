@@ -142,6 +142,12 @@ class RegionalSettings(Strict):
     feather: float = Field(
         0.05, ge=0.0, le=0.5, description="Width of the soft region edges, as a fraction of the shorter side."
     )
+    negative_loras: Literal["region", "shared"] = Field(
+        "region",
+        description="LoRAs the negative prompt runs under in each region: 'region' = that region's own "
+        "set, as in the character's solo panel (a LoRA acts as strongly as alone); 'shared' = the shared "
+        "set only, as WebUI's Regional Prompter does (a region's LoRA then acts several times stronger).",
+    )
 
 
 class RenderSettings(Strict):
