@@ -11,7 +11,7 @@ WebUI's whole-panel merge: both LoRAs everywhere) and the solo panels ``a`` and 
 
 The effect of X's LoRA on a panel, over an area, is
 
-    effect = mean over the area's latent cells and the 4 channels of |latent(X at its weight) - latent(X at 0)|
+    effect = mean over the area's latent cells and 4 channels of |latent(X at weight) - latent(X at 0)|
 
 with everything else (the other character's LoRA included) unchanged. The areas are the region
 interiors: the latent cells where that region's blend weight is 1 (the feathered seam left out).
