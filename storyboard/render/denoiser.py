@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from storyboard.render.sampling import discrete_sigmas, table_sigma_to_t, table_t_to_sigma
+
+if TYPE_CHECKING:
+    from storyboard.render.regional_cfg import RegionalCFG
 
 
 def scaled_linear_alphas_cumprod(
@@ -284,7 +287,7 @@ class CFGDenoiser:
         self.batch_cond_uncond = batch_cond_uncond
         self.switch_loras = switch_loras
         self.step = 0
-        self.regional: Any = None  # built on the first call with several entries
+        self.regional: RegionalCFG | None = None  # built on the first call with several entries
         self.padded = False  # WebUI writes "Pad conds: True" into infotext when this happened
 
     @property

@@ -37,13 +37,13 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
     frames = panel_frames(loaded)
     jobs = []
     for page, index, panel in story.panels():
-        assert panel.id is not None
         placed = region_boxes(panel, rtl=story.layout.reading_direction == "rtl")
         if len(placed) == 1 and placed[0][1] == WHOLE_PANEL:
             # One region over the whole panel is the panel itself (e.g. `regions: columns` on a
             # one-character panel): the plain panel, its words joined to the scene as a region's are.
             panel = panel.model_copy(update={"scene": join_words(panel.scene, placed[0][2])})
             placed = []
+        assert panel.id is not None
         w, h = frames[panel.id].size
         settings = loaded.panel_render[panel.id].model_copy(update={"width": w, "height": h})
         ctx = panel_context(story, page, index, panel, settings.quality, settings.negative)
