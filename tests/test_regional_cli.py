@@ -173,3 +173,16 @@ def test_an_unknown_negative_loras_value_names_the_choices_at_its_line(project: 
     [line] = [line.strip() for line in r.stderr.splitlines() if line.strip().startswith("option.yaml:")]
     assert line.startswith(f"option.yaml:{HEAD.count(chr(10)) + 1}:"), line
     assert "negative_loras" in line and "'region'" in line and "'shared'" in line and "both" in line
+
+
+def test_regional_panels_get_a_new_job_hash_and_plain_panels_keep_theirs(project: Path) -> None:
+    """No ENGINE_VERSION bump: the regional settings (now with negative_loras) enter only a regional
+    panel's job hash, so exactly those re-render after this change."""
+    from storyboard.story.load import load_story_text
+    from storyboard.story.plan import plan
+
+    jobs = {j.panel_id: j for j in plan(load_story_text(HEAD + ONE_REGION + TWO, project / "h.yaml"))}
+    assert jobs["two"].pixel_spec()["regional"]["negative_loras"] == "region"
+    assert jobs["two-shared"].pixel_spec()["regional"]["negative_loras"] == "shared"
+    for pid in ("plain", "columns", "words"):
+        assert "regional" not in jobs[pid].pixel_spec() and not jobs[pid].regions
