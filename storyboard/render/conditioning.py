@@ -136,13 +136,16 @@ class RegionalConds:
 
     ``regions[i]`` is (LoRA set key, first-pass schedule, hires schedule or None) for job region i;
     ``shared`` is the shared prompt (None when no pass needs it); ``panel`` holds the negative prompt,
-    encoded once under the shared set, as ``uncond``/``hr_uncond``. ``switch`` puts a key's LoRA set
-    into the weights (None: the shared set)."""
+    encoded once under the shared set, as ``uncond``/``hr_uncond``. ``negatives[i]`` is the negative
+    prompt (first pass, hires) encoded under region i's set, for ``negative_loras: region`` (None
+    under ``shared``: every region's uncond is the panel's). ``switch`` puts a key's LoRA set into
+    the weights (None: the shared set)."""
 
     regions: list[tuple[LoraSetKey, CondSchedule, CondSchedule | None]]
     shared: tuple[CondSchedule, CondSchedule | None] | None
     panel: PanelConds
     switch: Callable[[Hashable | None], None]
+    negatives: list[tuple[CondSchedule, CondSchedule | None]] | None = None
 
 
 def encode_regional(
@@ -154,7 +157,8 @@ def encode_regional(
     needs_shared: bool,
 ) -> RegionalConds:
     """Encode every region's prompt with its own LoRA set merged (text-encoder LoRAs act through the
-    merged weights), and the negative (and shared) prompt under the shared set."""
+    merged weights), and the negative (and shared) prompt under the shared set; with
+    ``negative_loras: region`` the negative also under each region's set (once per distinct set)."""
     job, s = rj.job, rj.settings
     allow = s.allow_pickle
     total = rj.spec.schedule_steps(s.steps)
@@ -185,16 +189,24 @@ def encode_regional(
         hires = None if hr_total is None else encode_text(encoder, device, text, total, hr_total, negative)
         return first, hires
 
-    regions = []
+    def negative() -> tuple[CondSchedule, CondSchedule | None]:
+        first = encode_text(encoder, device, job.negative, total, negative=True)
+        if hr_total is None:
+            return first, None
+        return first, encode_text(encoder, device, hires_negative(job), total, hr_total, negative=True)
+
+    own_negative = s.regional.negative_loras == "region"
+    regions, by_set = [], {}
     for region in job.regions:
         key = lora_set_key(region.lora_set)
         switch(key)
         cond, hr_cond = enc(region.prompt_text)
         regions.append((key, cond, hr_cond))
+        if own_negative and key not in by_set:
+            by_set[key] = negative()  # one schedule object per set: the denoiser evaluates it once
+    negatives = [by_set[key] for key, _, _ in regions] if own_negative else None
     switch(None)
-    uncond = encode_text(encoder, device, job.negative, total, negative=True)
-    hr_uncond = None
-    if hr_total is not None:
-        hr_uncond = encode_text(encoder, device, hires_negative(job), total, hr_total, negative=True)
+    uncond, hr_uncond = negative()
     shared = enc(extract_extra_networks(job.shared_positive)[0]) if needs_shared else None
-    return RegionalConds(regions, shared, PanelConds(regions[0][1], uncond, regions[0][2], hr_uncond), switch)
+    panel = PanelConds(regions[0][1], uncond, regions[0][2], hr_uncond)
+    return RegionalConds(regions, shared, panel, switch, negatives)

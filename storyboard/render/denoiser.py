@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from storyboard.render.sampling import discrete_sigmas, table_sigma_to_t, table_t_to_sigma
+
+if TYPE_CHECKING:
+    from storyboard.render.regional_cfg import RegionalCFG
 
 
 def scaled_linear_alphas_cumprod(
@@ -196,12 +199,16 @@ class CondEntry:
     is several entries with masks and LoRA sets; an ordinary panel is one entry with neither.
     ``lora_stop`` (a model-call count) drops the entry's LoRA set from that call on, so it runs under
     the base set (Regional Prompter's "LoRA stop step"); None keeps it to the end.
+    ``uncond`` (a schedule like ``schedule``: the negative prompt encoded under this entry's set) makes
+    the unconditional prediction where this entry's mask falls run under the entry's LoRA set too,
+    as a panel with only this entry would run it; None: the denoiser's own uncond, under the base set.
     """
 
     schedule: list[tuple[int, Conditioning]]
     mask: Tensor | None = None
     lora_set: Hashable | None = None
     lora_stop: int | None = None
+    uncond: list[tuple[int, Conditioning]] | None = None
 
     def set_at(self, step: int) -> Hashable | None:
         """The LoRA set this entry runs under at model call `step`."""
@@ -240,7 +247,8 @@ class CFGDenoiser:
     `cond` is a Conditioning or tensor (B, T, C), a schedule [(end_step, cond)] for prompt editing,
     or a list of CondEntry (each with its own schedule, and optionally a mask and a LoRA set; D_c is
     then the mask-weighted mean of their predictions). `uncond` is a Conditioning, tensor or
-    schedule, evaluated under the base LoRA set. `model(x, sigma, cond=..., added_cond_kwargs=...)`
+    schedule, evaluated under the base LoRA set (an entry may bring its own, see ``CondEntry.uncond``).
+    `model(x, sigma, cond=..., added_cond_kwargs=...)`
     is usually a CompVisDenoiser.
     """
 
@@ -279,6 +287,7 @@ class CFGDenoiser:
         self.batch_cond_uncond = batch_cond_uncond
         self.switch_loras = switch_loras
         self.step = 0
+        self.regional: RegionalCFG | None = None  # built on the first call with several entries
         self.padded = False  # WebUI writes "Pad conds: True" into infotext when this happened
 
     @property
@@ -292,8 +301,9 @@ class CFGDenoiser:
         return self.model(x, sigma, cond=c.hidden, added_cond_kwargs=c.added or None)
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        if len(self.entries) == 1 and self.entries[0].mask is None and self.entries[0].lora_set is None:
-            out_cond, out_uncond = self._single(x, sigma, _at(self.entries[0].schedule, self.step))
+        only = self.entries[0]
+        if len(self.entries) == 1 and only.mask is None and only.lora_set is None and only.uncond is None:
+            out_cond, out_uncond = self._single(x, sigma, _at(only.schedule, self.step))
         else:
             out_cond, out_uncond = self._regional(x, sigma)
         denoised = out_uncond.clone()
@@ -322,32 +332,9 @@ class CFGDenoiser:
         return out[:b], out[b:]
 
     def _regional(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-        """Several entries: the uncond once under the base set, then each entry under its own LoRA
-        set (entries sharing a set evaluated back to back, so each set is switched to once), blended
-        by their masks: D_c = sum(m_i * D_i) / sum(m_i), falling back to D_u where no mask covers.
+        """Several entries, each under its own LoRA set and mask (``regional_cfg.RegionalCFG``)."""
+        if self.regional is None:
+            from storyboard.render.regional_cfg import RegionalCFG  # it builds on this module
 
-        Blending the denoised D is blending the noise predictions: every D_i = x - sigma * eps_i
-        shares x, and the weights sum to 1 wherever any mask covers."""
-        switch = self.switch_loras
-        if switch is not None:
-            switch(None)
-        out_uncond = self._run(x, sigma, _at(self.uncond_schedule, self.step))
-        weighted = torch.zeros_like(out_uncond)
-        total = torch.zeros_like(out_uncond[:, :1])
-        keys = [e.set_at(self.step) for e in self.entries]
-        # Base-set entries first (no switch), then each other set in order of first appearance.
-        first = {k: n for n, k in reversed(list(enumerate(keys)))}
-        order = sorted(range(len(keys)), key=lambda i: (keys[i] is not None, first[keys[i]]))
-        for i in order:
-            entry = self.entries[i]
-            if switch is not None and keys[i] is not None:
-                switch(keys[i])
-            pred = self._run(x, sigma, _at(entry.schedule, self.step))
-            mask = torch.ones_like(total) if entry.mask is None else entry.mask.to(pred).expand_as(total)
-            weighted += pred * mask
-            total += mask
-        if switch is not None:
-            switch(None)
-        covered = total > 0
-        out_cond = torch.where(covered, weighted / total.clamp_min(1e-12), out_uncond)
-        return out_cond, out_uncond
+            self.regional = RegionalCFG(self.entries, self.uncond_schedule, self.switch_loras)
+        return self.regional(self._run, x, sigma, self.step, self.batch_cond_uncond)

@@ -94,7 +94,8 @@ def dilate_box(box: Box, by: float) -> Box:
 
 def regional_infotext(job: PanelJob) -> dict[str, object]:
     """Infotext entries of a regional panel ({} for any other), in Regional Prompter's own keys so a
-    WebUI user reads (and its PNG Info can send) the split, plus ``Regions``: each character's box.
+    WebUI user reads (and its PNG Info can send) the split, plus ``Regions``: each character's box,
+    ``Region feather`` and ``Region negative LoRAs`` (``render.regional.negative_loras``).
     The prompt itself carries each region's words and LoRA tags, joined by ADDCOL/ADDROW/BREAK."""
     if not job.regions:
         return {}
@@ -114,6 +115,8 @@ def regional_infotext(job: PanelJob) -> dict[str, object]:
             "RP LoRA Hires Stop Step": rs.hires_lora_stop_step,
             "Regions": "; ".join(f"{r.character} {format_box(r.box)}" for r in job.regions),
             "Region feather": rs.feather,
+            # Not a Regional Prompter key: it always runs the negative prompt under the shared set.
+            "Region negative LoRAs": rs.negative_loras,
         }
     )
     return out

@@ -197,9 +197,10 @@ def render_batch(
 def regional_guide(
     model: LoadedModel, rj: ResolvedJob, rc: RegionalConds | None, *, hires: bool
 ) -> GuideFactory | None:
-    """The guided denoiser of one pass of a regional job: one entry per region under its LoRA set,
-    masks made at the pass's own latent size (so the hires pass gets sharp, not resized, masks),
-    the shared prompt as one more entry only where some weight falls to it."""
+    """The guided denoiser of one pass of a regional job: one entry per region under its LoRA set
+    (with the negative prompt encoded under that set, unless ``negative_loras: shared``), masks made
+    at the pass's own latent size (so the hires pass gets sharp, not resized, masks), the shared
+    prompt as one more entry only where some weight falls to it."""
     if rc is None:
         return None
     s, spec = rj.settings, (rj.hr_spec if hires else rj.spec)
@@ -218,17 +219,25 @@ def regional_guide(
         def mask(m: object) -> Tensor:
             return torch.as_tensor(m).to(device=x.device, dtype=x.dtype)[None, None]
 
+        def pick(first: CondSchedule, hr: CondSchedule | None) -> CondSchedule:
+            return (hr or first) if hires else first
+
+        # Each region's own negative (negative_loras: region), merged once per schedule: regions of
+        # one LoRA set share it, and the denoiser evaluates one schedule once.
+        negatives: dict[int, CondSchedule] = {}
+        for first, hr in rc.negatives or []:
+            negatives.setdefault(id(pick(first, hr)), merge_conds([pick(first, hr)], time_ids))
         entries = []
-        for (key, cond, hr_cond), m in zip(rc.regions, weights, strict=True):
-            sched = (hr_cond or cond) if hires else cond
-            entries.append(CondEntry(merge_conds([sched], time_ids), mask(m), key, stop_calls))
+        for n, ((key, cond, hr_cond), m) in enumerate(zip(rc.regions, weights, strict=True)):
+            own = None if rc.negatives is None else negatives[id(pick(*rc.negatives[n]))]
+            entries.append(
+                CondEntry(merge_conds([pick(cond, hr_cond)], time_ids), mask(m), key, stop_calls, own)
+            )
         if base.max() > 0:
             if rc.shared is None:
                 raise RuntimeError("the shared prompt is needed here but was not encoded")
-            shared = (rc.shared[1] or rc.shared[0]) if hires else rc.shared[0]
-            entries.append(CondEntry(merge_conds([shared], time_ids), mask(base)))
-        p = rc.panel
-        uncond = (p.hr_uncond or p.uncond) if hires else p.uncond
+            entries.append(CondEntry(merge_conds([pick(*rc.shared)], time_ids), mask(base)))
+        uncond = pick(rc.panel.uncond, rc.panel.hr_uncond)
         return CFGDenoiser(
             model.denoiser,
             entries,

@@ -37,6 +37,12 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
     frames = panel_frames(loaded)
     jobs = []
     for page, index, panel in story.panels():
+        placed = region_boxes(panel, rtl=story.layout.reading_direction == "rtl")
+        if len(placed) == 1 and placed[0][1] == WHOLE_PANEL:
+            # One region over the whole panel is the panel itself (e.g. `regions: columns` on a
+            # one-character panel): the plain panel, its words joined to the scene as a region's are.
+            panel = panel.model_copy(update={"scene": join_words(panel.scene, placed[0][2])})
+            placed = []
         assert panel.id is not None
         w, h = frames[panel.id].size
         settings = loaded.panel_render[panel.id].model_copy(update={"width": w, "height": h})
@@ -55,11 +61,22 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
             characters=tuple(panel.characters),
             scene=panel.scene,
         )
-        placed = region_boxes(panel, rtl=story.layout.reading_direction == "rtl")
         if placed:
             job = regional_job(job, story, (page, index, panel), settings, dirs, placed)
         jobs.append(job)
     return jobs
+
+
+WHOLE_PANEL: Box = (0.0, 0.0, 1.0, 1.0)
+
+
+def join_words(scene: str, words: str) -> str:
+    """A region's prompt words after the scene's.
+
+    >>> join_words("garden", "holding guitar"), join_words("garden", "")
+    ('garden, holding guitar', 'garden')
+    """
+    return ", ".join(p for p in (scene, words) if p.strip())
 
 
 def region_boxes(panel: Panel, *, rtl: bool = False) -> list[tuple[str, Box, str]]:
@@ -111,7 +128,7 @@ def regional_job(
 
     regions = []
     for cid, box, words in placed:
-        positive, uses = composed([cid], ", ".join(p for p in (panel.scene, words) if p.strip()))
+        positive, uses = composed([cid], join_words(panel.scene, words))
         regions.append(RegionJob(cid, box, positive, uses))
     shared_positive, shared_uses = composed([], panel.scene)
     # Every use of any region, once: what the panel loads, hashes and names in its infotext, in

@@ -88,13 +88,20 @@ def check_box(box: Sequence[float]) -> Box:
 
     >>> check_box([0, 0, 0.5, 1])
     (0.0, 0.0, 0.5, 1.0)
+    >>> check_box([0, 0, 0.5])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: a box is [x0, y0, x1, y1] as fractions of the panel ...; this one has 3 numbers
     >>> check_box([0.5, 0, 1.2, 1])
     Traceback (most recent call last):
     ...
     ValueError: box [0.5, 0.0, 1.2, 1.0] reaches outside the panel: every value must be between 0 and 1
     """
     if len(box) != 4:
-        raise ValueError("a box is [x0, y0, x1, y1] as fractions of the panel, e.g. [0, 0, 0.5, 1]")
+        raise ValueError(
+            "a box is [x0, y0, x1, y1] as fractions of the panel (left, top, right, bottom), "
+            f"e.g. [0, 0, 0.5, 1]; this one has {len(box)} number{'' if len(box) == 1 else 's'}"
+        )
     x0, y0, x1, y1 = (float(v) for v in box)
     shown = f"[{x0}, {y0}, {x1}, {y1}]"
     if not all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)):
@@ -102,6 +109,52 @@ def check_box(box: Sequence[float]) -> Box:
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"box {shown} is empty: x1 must be right of x0 and y1 below y0")
     return x0, y0, x1, y1
+
+
+def region_list_problems(
+    regions: Sequence[tuple[str, bool]], characters: Sequence[str]
+) -> list[tuple[tuple[int | str, ...], str]]:
+    """What is wrong with a panel's list of regions, given as (character, has a box) pairs: each
+    problem with where it is, relative to the list ((k, "character"): region k's character; (k,):
+    region k; (): the list), so the story loader points at the line of the region at fault.
+
+    >>> for where, msg in region_list_problems([("iku", True), ("mio", False)], ["iku", "haru"]):
+    ...     print(where, msg.split(':')[0])
+    (1, 'character') 'mio' is not a character of this panel (characters
+    (1,) this region has no box but regions[0] has one
+    >>> region_list_problems([("iku", False)], ["iku", "haru"])
+    [((), 'no region for haru: every character of the panel needs one')]
+    """
+    out: list[tuple[tuple[int | str, ...], str]] = []
+    seen: set[str] = set()
+    listed = ", ".join(characters) or "none"
+    for k, (character, _) in enumerate(regions):
+        if character not in characters:
+            msg = f"'{character}' is not a character of this panel (characters: {listed}); add it to "
+            out.append(((k, "character"), msg + "characters or fix the id"))
+        elif character in seen:
+            earlier = next(j for j, (c, _) in enumerate(regions) if c == character)
+            out.append(
+                (
+                    (k, "character"),
+                    f"'{character}' has two regions (regions[{earlier}] and [{k}]); give it one",
+                )
+            )
+        seen.add(character)
+    boxed = [k for k, (_, has_box) in enumerate(regions) if has_box]
+    if boxed and len(boxed) < len(regions):
+        k = next(k for k, (_, has_box) in enumerate(regions) if not has_box)
+        out.append(
+            (
+                (k,),
+                f"this region has no box but regions[{boxed[0]}] has one: give every region a box, "
+                "or none (then they are columns in the order listed)",
+            )
+        )
+    missing = [c for c in characters if c not in seen]
+    if missing and not any(where[1:] == ("character",) for where, _ in out):  # a typo says it already
+        out.append(((), f"no region for {', '.join(missing)}: every character of the panel needs one"))
+    return out
 
 
 def format_box(box: Box) -> str:

@@ -14,17 +14,19 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from storyboard.layout.types import LayoutSettings
 from storyboard.prompt.extra_networks import LoraUse
 from storyboard.story.presets import PresetName, with_preset
-from storyboard.story.regions import check_box, parse_split
+from storyboard.story.regions import check_box, parse_split, region_list_problems
 
 PANEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CHARACTER_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
@@ -154,6 +156,12 @@ class RegionalSettings(Strict):
     feather: float = Field(
         0.05, ge=0.0, le=0.5, description="Width of the soft region edges, as a fraction of the shorter side."
     )
+    negative_loras: Literal["region", "shared"] = Field(
+        "region",
+        description="LoRAs the negative prompt runs under in each region: 'region' = that region's own "
+        "set, as in the character's solo panel (a LoRA acts as strongly as alone); 'shared' = the shared "
+        "set only, as WebUI's Regional Prompter does (a region's LoRA then acts several times stronger).",
+    )
 
 
 class RenderSettings(Strict):
@@ -263,16 +271,42 @@ class Region(Strict):
     )
     prompt: str = Field("", description="Prompt words for this region only (added to the scene).")
 
+    @field_validator("box", mode="before")
+    @classmethod
+    def _four(cls, v: Any) -> Any:
+        # Before the tuple schema, whose own words for [0, 0, 0.5] are "box[3]: field required".
+        return check_box(v) if isinstance(v, (list, tuple)) and len(v) != 4 else v
+
     @field_validator("box")
     @classmethod
     def _inside(cls, v: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
         return None if v is None else check_box(v)
 
 
-def _split_or_regions(v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-    # A split string is checked by Panel._regions; only a list goes through the list schema, so
-    # an error in one region keeps its own path (regions[1].box) and thus its line in the file.
-    return v if isinstance(v, str) else handler(v)
+def _split_or_regions(v: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    # Only a list goes through the list schema, so an error in one region keeps its own path
+    # (regions[1].box) and thus its line in the file; so do the list's checks against the panel's
+    # characters (declared before regions, so validated already and in info.data).
+    chars: list[str] = info.data.get("characters", [])
+    if isinstance(v, str):
+        if v.strip().lower() == "none":
+            return "none"
+        _, ratios = parse_split(v)
+        if ratios and len(ratios) != len(chars):
+            raise ValueError(
+                f"the split has {len(ratios)} parts but the panel has {len(chars)} characters "
+                f"({', '.join(chars) or 'none'}); give one ratio per character"
+            )
+        return v.strip()
+    regions = handler(v)
+    problems = region_list_problems([(r.character, r.box is not None) for r in regions or []], chars)
+    if problems:
+        errors = [
+            InitErrorDetails(type=PydanticCustomError("value_error", msg), loc=loc, input=v)
+            for loc, msg in problems
+        ]
+        raise ValidationError.from_exception_data("Panel.regions", errors)
+    return regions
 
 
 def _regions_schema(schema: dict[str, Any]) -> None:
@@ -303,40 +337,6 @@ class Panel(Strict):
         description="Where each character is: 'none', a split ('columns 1,1', 'rows 2,1'), or a list of "
         "regions; default for two or more characters: equal columns in the order listed.",
     )
-
-    @field_validator("regions")
-    @classmethod
-    def _regions(cls, v: str | list[Region] | None, info: ValidationInfo) -> str | list[Region] | None:
-        # Characters are declared before regions, so they are validated (and here) already.
-        chars: list[str] = info.data.get("characters", [])
-        if isinstance(v, str):
-            if v.strip().lower() == "none":
-                return "none"
-            _, ratios = parse_split(v)
-            if ratios and len(ratios) != len(chars):
-                raise ValueError(
-                    f"the split has {len(ratios)} parts but the panel has {len(chars)} characters "
-                    f"({', '.join(chars) or 'none'}); give one ratio per character"
-                )
-            return v.strip()
-        if v is None:
-            return v
-        seen: set[str] = set()
-        for k, region in enumerate(v):
-            if region.character not in chars:
-                raise ValueError(
-                    f"regions[{k}]: '{region.character}' is not a character of this panel "
-                    f"(characters: {', '.join(chars) or 'none'}); add it to characters or fix the id"
-                )
-            if region.character in seen:
-                raise ValueError(f"regions[{k}]: '{region.character}' has two regions; give it one")
-            seen.add(region.character)
-        missing = [c for c in chars if c not in seen]
-        if missing:
-            raise ValueError(f"no region for {', '.join(missing)}: every character of the panel needs one")
-        if len({r.box is None for r in v}) > 1:
-            raise ValueError("give every region a box, or none (then they are columns in the order listed)")
-        return v
 
     @field_validator("id")
     @classmethod
