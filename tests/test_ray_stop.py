@@ -53,7 +53,13 @@ def ray_tmp() -> Iterator[str]:
 
 
 def env(ray_tmp: str | None = None, **extra: str) -> dict[str, str]:
-    e = {**os.environ, "PYTHONPATH": str(ROOT), "STORYBOARD_QUIET": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    e = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "STORYBOARD_QUIET": "1",
+        "HF_HUB_OFFLINE": "1",
+        "COLUMNS": "200",
+    }
     e.update(extra)
     e.pop("RAY_ADDRESS", None)
     if ray_tmp:
@@ -123,7 +129,9 @@ def orphans(ray_tmp: str) -> list[str]:
     return found
 
 
-def stop_at(cwd: Path, marker: str, sig: int, *args: str, ray_tmp: str | None = None) -> tuple[int, float, str]:
+def stop_at(
+    cwd: Path, marker: str, sig: int, *args: str, ray_tmp: str | None = None
+) -> tuple[int, float, str]:
     """Run storyboard, send `sig` when a stderr line contains `marker`; (exit code, seconds from the
     signal to the exit, stderr)."""
     proc = subprocess.Popen(
@@ -200,12 +208,21 @@ def test_a_cluster_that_never_finishes_connecting_is_given_up(project: Path) -> 
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+@pytest.mark.parametrize(
+    ("sig", "code", "name"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")]
+)
 def test_stopped_while_connecting_to_a_cluster(project: Path, sig: int, code: int, name: str) -> None:
     port, stop = listener(H2_SETTINGS)  # greets like gRPC, then silence: ray.init waits for ever
     try:
         rc, took, err = stop_at(
-            project, "ray: connecting to", sig, "build", "stories/demo.yaml", "--draft", "--ray", f"127.0.0.1:{port}"
+            project,
+            "ray: connecting to",
+            sig,
+            "build",
+            "stories/demo.yaml",
+            "--draft",
+            "--ray",
+            f"127.0.0.1:{port}",
         )
     finally:
         stop.set()
@@ -224,7 +241,9 @@ def test_a_build_with_nothing_to_render_never_reaches_ray(project: Path) -> None
     assert "rendered 0 panel(s), reused 6 (draft)" in again.stdout
     assert "ray:" not in again.stderr and time.monotonic() - t0 < 15
     # The same for candidates already in the store: the panel's own seed is the first candidate.
-    cands = storyboard(project, "render", "stories/demo.yaml", "-p", "gate", "-k", "1", "--draft", "--ray", dead)
+    cands = storyboard(
+        project, "render", "stories/demo.yaml", "-p", "gate", "-k", "1", "--draft", "--ray", dead
+    )
     assert cands.returncode == 0, cands.stderr
     assert "gate: 1 candidates" in cands.stdout and "ray:" not in cands.stderr
 
@@ -241,7 +260,8 @@ pages:
 
 def many_panels(project: Path, pages: int) -> str:
     body = "\n".join(
-        f"  - panels:\n" + "\n".join(f"      - {{id: p{p}x{i}, scene: room {i}, characters: [iku]}}" for i in range(6))
+        "  - panels:\n"
+        + "\n".join(f"      - {{id: p{p}x{i}, scene: room {i}, characters: [iku]}}" for i in range(6))
         for p in range(pages)
     )
     (project / "stories" / "many.yaml").write_text(MANY.format(pages=body))
@@ -261,7 +281,9 @@ def test_stopped_at_every_phase_of_a_local_ray_build(
     project: Path, ray_tmp: str, marker: str, sig: int, code: int
 ) -> None:
     story = many_panels(project, 20)  # 120 draft panels: rendering lasts well past the first line
-    rc, took, err = stop_at(project, marker, sig, "build", story, "--draft", "--ray", "--out", "out", ray_tmp=ray_tmp)
+    rc, took, err = stop_at(
+        project, marker, sig, "build", story, "--draft", "--ray", "--out", "out", ray_tmp=ray_tmp
+    )
     assert rc == code, err
     assert took < STOP_S, (took, err)
     assert "Traceback" not in err
