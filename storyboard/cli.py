@@ -24,7 +24,8 @@ from storyboard.errors import StoryboardError
 
 if TYPE_CHECKING:
     from storyboard.distributed import RayOptions
-from storyboard.commands.ray_options import RayOpt, RayStoreOpt, ray_argv, ray_options
+from storyboard.commands import ray_options as ray_opts
+from storyboard.commands.ray_options import RayActorsOpt, RayCpuOpt, RayOpt, RayStoreOpt
 
 app = typer.Typer(
     name="storyboard",
@@ -185,10 +186,12 @@ def build_cmd(
     ] = False,
     ray: RayOpt = None,
     ray_store: RayStoreOpt = None,
+    ray_actors: RayActorsOpt = None,
+    ray_cpu: RayCpuOpt = False,
 ) -> None:
     """Build the whole comic into OUT/<story>/: panels, pages, PDF, CBZ; only changed panels are rendered.
     A missing or wrong model file fails the build with every problem listed; nothing is replaced."""
-    rays = ray_options(ray, ray_store)
+    rays = ray_opts.ray_options(ray, ray_store, ray_actors, ray_cpu)
     _run_build(story, out, draft=draft, wait=not no_wait, ray=rays)
 
 
@@ -209,13 +212,15 @@ def render(
     ] = False,
     ray: RayOpt = None,
     ray_store: RayStoreOpt = None,
+    ray_actors: RayActorsOpt = None,
+    ray_cpu: RayCpuOpt = False,
 ) -> None:
     """Re-render just the given panels (other panels stay byte-identical), then re-lay out."""
     from storyboard import app as ops
 
     if sum([seed is not None, reroll, candidates > 0]) > 1:
         raise StoryboardError("Use only one of --seed, --reroll and --candidates.")
-    rays = ray_options(ray, ray_store)
+    rays = ray_opts.ray_options(ray, ray_store, ray_actors, ray_cpu)
     if candidates:
         found = ops.candidates(
             story, out, panel, candidates, draft=draft, quiet=_quiet(), notify=_notify, ray=rays
@@ -361,7 +366,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        rv = app(args=ray_argv(sys.argv[1:]), standalone_mode=False)
+        rv = app(args=ray_opts.ray_argv(sys.argv[1:]), standalone_mode=False)
     except StoryboardError as exc:
         # markup off: messages quote field paths like pages[0] that rich would take for tags
         err_console.print(f"error: {exc}", markup=False, style="red", soft_wrap=True)

@@ -107,6 +107,8 @@ def test_ray_build_matches_a_local_build_byte_for_byte(tiny: TinyModel, tmp_path
         # The actors import this checkout's storyboard, with torch on the driver's thread count.
         import storyboard
 
+        renderer.start()  # render() starts the actors itself, when it has something to render
+
         assert {i["module"] for i in renderer.infos} == {storyboard.__file__}
         assert {i["threads"] for i in renderer.infos} == {1}
         report = build(loaded, tmp_path / "ray", renderer)

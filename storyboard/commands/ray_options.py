@@ -1,4 +1,5 @@
-"""The `--ray [ADDRESS]` and `--ray-store` options shared by build, render and check."""
+"""The `--ray [ADDRESS]`, `--ray-store`, `--ray-actors` and `--ray-cpu` options of build and render
+(check --fix takes `--ray` alone)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,24 @@ RayStoreOpt = Annotated[
         "path or an fsspec URL (default: the output folder).",
     ),
 ]
+RayActorsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--ray-actors",
+        min=1,
+        metavar="N",
+        help="With --ray: how many actors (default: one per GPU of the cluster; with --ray-cpu, one per "
+        "this machine's torch thread count of the cluster's CPUs).",
+    ),
+]
+RayCpuOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ray-cpu",
+        help="With --ray: actors take no GPU and render on the CPU (a CPU-only cluster); slow, but the "
+        "panels equal a local CPU build's.",
+    ),
+]
 # `--ray` may stand alone; the parser wants a value, so main() gives the bare flag the value "local".
 _RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.-]+:\d+)$")
 
@@ -44,12 +63,15 @@ def ray_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def ray_options(ray: str | None, store: str | None) -> RayOptions | None:
+def ray_options(
+    ray: str | None, store: str | None, actors: int | None = None, cpu: bool = False
+) -> RayOptions | None:
     from storyboard.distributed import RayOptions, parse_address, require_ray
 
     if ray is None:
-        if store is not None:
-            raise StoryboardError("--ray-store is only used with --ray.")
+        for name, value in (("--ray-store", store), ("--ray-actors", actors), ("--ray-cpu", cpu or None)):
+            if value is not None:
+                raise StoryboardError(f"{name} is only used with --ray.")
         return None
     require_ray()  # the install hint before any model loads
-    return RayOptions(address=parse_address(ray), store=store)
+    return RayOptions(address=parse_address(ray), store=store, actors=actors, gpus_per_actor=0 if cpu else 1)

@@ -8,15 +8,14 @@ order they come back from the cluster; the driver alone writes the manifest and 
 from __future__ import annotations
 
 import io
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from storyboard.distributed.connect import connect, stop_local
 from storyboard.distributed.options import RayOptions, require_ray
 from storyboard.distributed.schedule import Chunk, Scheduler
 from storyboard.distributed.shared_store import open_store
@@ -44,25 +43,6 @@ class _Actor:
     dead: bool = False
 
 
-def connect(options: RayOptions) -> bool:
-    """Join or start Ray (unless this process already did); True when this call started it."""
-    ray = require_ray()
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
-    package = Path(__file__).resolve().parents[1]
-    if options.address is None:
-        # Local workers must import this storyboard (a worktree, an editable install), not whichever
-        # one their interpreter would find first.
-        path = os.pathsep.join(p for p in (str(package.parent), os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
-    else:
-        # On a cluster, ship this storyboard to every node: an actor running another version would
-        # render pixels the job hash does not describe.
-        ray.init(address=options.address, runtime_env={"py_modules": [str(package)]})
-    return True
-
-
 class RayRenderer:
     """Renders on Ray actors; `local` answers check/identity, `spec` builds each actor's renderer."""
 
@@ -81,33 +61,62 @@ class RayRenderer:
         self.quiet = quiet
         self.notify = notify
         self.store = open_store(spec.store)
-        self.started = connect(options)
-        ray = require_ray()
-        gpus = 0.0 if local.name == "draft" else options.gpus_per_actor
-        count = options.actors or self._default_actors(ray, gpus)
-        remote = ray.remote(RenderWorker).options(
-            num_gpus=gpus, num_cpus=options.cpus_per_actor, max_restarts=0, max_task_retries=0
-        )
-        handles = [remote.remote(spec) for _ in range(count)]
-        # One round trip: every actor is up (its renderer built) before the first job is sent, and
-        # a broken node shows here as an error rather than mid-build.
-        infos = ray.get([h.info.remote() for h in handles])
-        self.actors = [
-            _Actor(h, WorkerStats(i["name"], i["gpu"])) for h, i in zip(handles, infos, strict=True)
-        ]
-        self.infos: list[dict[str, Any]] = infos
+        self.spec = spec
+        self.started = False  # this renderer started Ray (a local instance), so it stops it too
+        self.actors: list[_Actor] = []
+        self.pending: list[Any] = []  # actor handles asked for, not yet up
+        self.infos: list[dict[str, Any]] = []
         self.last_stats: list[WorkerStats] = []
         self.recovered: list[str] = []  # panels a dead actor finished, read back from the store
 
+    def start(self) -> None:
+        """Reach Ray and bring the actors up; render() calls it when there is something to render,
+        so a build with every panel in the store never starts Ray."""
+        if self.actors:
+            return
+        self.started = connect(self.options, self.notify) or self.started
+        ray = require_ray()
+        gpus = 0.0 if self.local.name == "draft" else self.options.gpus_per_actor
+        count = self._default_actors(ray, gpus)
+        remote = ray.remote(RenderWorker).options(
+            num_gpus=gpus, num_cpus=self.options.cpus_per_actor, max_restarts=0, max_task_retries=0
+        )
+        each = f"{gpus:g} GPU each" if gpus else "on the CPU"
+        self.notify(f"ray: starting {count} actor(s), {each}")
+        self.pending = [remote.remote(self.spec) for _ in range(count)]
+        # One round trip: every actor is up (its renderer built) before the first job is sent, and
+        # a broken node shows here as an error rather than mid-build.
+        infos = ray.get([h.info.remote() for h in self.pending])
+        self.actors = [
+            _Actor(h, WorkerStats(i["name"], i["gpu"])) for h, i in zip(self.pending, infos, strict=True)
+        ]
+        self.pending = []
+        self.infos = infos
+
     def _default_actors(self, ray: Any, gpus: float) -> int:
         resources = ray.cluster_resources()
+        cpus = int(resources.get("CPU", 1))
+        if self.options.actors:
+            each, kind = (gpus, "GPU") if gpus else (self.options.cpus_per_actor, "CPU")
+            need = self.options.actors * each
+            have = resources.get(kind, 0)
+            if need > have:  # Ray would wait for the missing ones forever
+                raise StoryboardError(
+                    f"--ray-actors {self.options.actors} needs {need:g} {kind}(s); "
+                    f"the Ray cluster has {have:g}.",
+                    hint="ask for fewer actors",
+                )
+            return self.options.actors
         if gpus == 0:
-            return max(1, min(DRAFT_ACTORS, int(resources.get("CPU", 1))))
+            if self.local.name == "draft":
+                return max(1, min(DRAFT_ACTORS, cpus))
+            return max(1, cpus // (self.spec.cpu_threads or 1))  # each actor runs that many torch threads
         count = int(resources.get("GPU", 0) // gpus)
         if count < 1:
             raise StoryboardError(
                 "The Ray cluster has no GPU to render on.",
-                hint="start Ray on a machine with GPUs, or build without --ray (or with --draft)",
+                hint="start Ray on a machine with GPUs, render on its CPUs with --ray-cpu, "
+                "or build without --ray (or with --draft)",
             )
         return count
 
@@ -132,6 +141,9 @@ class RayRenderer:
                 yield self._from_store(j, h)
             else:
                 todo.append(j)
+        if not todo:
+            return
+        self.start()
         alive = [a for a in self.actors if not a.dead]
         sched = Scheduler.of(todo, max(1, len(alive)), self.options.max_attempts)
         t0 = time.perf_counter()
@@ -215,12 +227,15 @@ class RayRenderer:
     def close(self) -> None:
         """Stop the actors (their checkpoints leave the GPUs); stop Ray too if this renderer started it."""
         ray = require_ray()
+        for h in self.pending:  # stopped while they were starting
+            ray.kill(h)
+        self.pending = []
         for a in self.actors:
             if not a.dead:
                 ray.kill(a.handle)
             a.dead = True
         if self.started:
-            ray.shutdown()
+            stop_local(ray)
             self.started = False
 
 
