@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HiresFix",
+    "Img2ImgJob",
+    "InpaintJob",
     "Box",
     "format_box",
     "parse_regions",
@@ -79,6 +81,48 @@ class RegionJob:
 
 
 @dataclass(frozen=True)
+class Img2ImgJob:
+    """img2img: the panel is drawn from a picture, WebUI's img2img tab.
+
+    ``init_image`` is the picture's absolute path: a file of the story's, or (an inpaint over the
+    panel's own render, ``PanelJob.base``) the stored render, which the build fills in. The path
+    never enters a hash: a file's content does (``RenderIdentity.inputs``), a stored render's job
+    hash does (``job_hash``)."""
+
+    init_image: str | None
+    denoising_strength: float
+    resize_mode: str = "Just resize"
+    fix_steps: bool = False  # WebUI's img2img_fix_steps option
+
+    def spec(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"denoising_strength": self.denoising_strength, "resize_mode": self.resize_mode}
+        if self.fix_steps:
+            out["fix_steps"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class InpaintJob:
+    """Inpaint: which part of the picture is redrawn (a mask file or a box) and WebUI's settings."""
+
+    mask: str | None  # absolute path of a mask image (white = repaint), or None with a box
+    box: tuple[float, float, float, float] | None
+    mask_blur: int = 4
+    masked_content: str = "original"
+    full_res: bool = False  # WebUI's "Inpaint area: Only masked"
+    padding: int = 32
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "box": list(self.box) if self.box is not None else None,
+            "mask_blur": self.mask_blur,
+            "masked_content": self.masked_content,
+            "full_res": self.full_res,
+            "padding": self.padding,
+        }
+
+
+@dataclass(frozen=True)
 class PanelJob:
     """Everything that decides one panel's pixels, as the planner composed it.
 
@@ -102,6 +146,11 @@ class PanelJob:
     regions: tuple[RegionJob, ...] = ()
     shared_positive: str = ""
     shared_loras: tuple[LoraUse, ...] = ()
+    # img2img / inpaint (None for a txt2img panel). ``base`` is the job whose render an inpaint
+    # starts from when the story gives no init_image: the same panel without its inpaint.
+    img2img: Img2ImgJob | None = None
+    inpaint: InpaintJob | None = None
+    base: PanelJob | None = None
 
     @property
     def prompt_text(self) -> str:
@@ -169,6 +218,13 @@ class PanelJob:
                 "loras": [[u.name, u.te, u.unet] for u in self.shared_lora_set],
             }
             spec["regional"] = s.regional.model_dump()
+        # img2img and inpaint keys only where set, so txt2img panels keep their hash.
+        if self.img2img is not None:
+            spec["img2img"] = self.img2img.spec()
+        if self.inpaint is not None:
+            spec["inpaint"] = self.inpaint.spec()
+        if self.base is not None:
+            spec["base"] = self.base.pixel_spec()
         return spec
 
     def spec_digest(self) -> str:
@@ -191,6 +247,8 @@ class RenderIdentity:
     embeddings: dict[str, str] = field(default_factory=dict)
     upscaler: str | None = None
     device: str | None = None
+    # sha256 of the pictures a job reads (init image, mask), by role; only when there are any.
+    inputs: dict[str, str] = field(default_factory=dict)
 
     def payload(self) -> dict[str, Any]:
         if self.renderer == "draft":
@@ -206,6 +264,8 @@ class RenderIdentity:
         }
         if self.upscaler is not None:
             out["upscaler"] = self.upscaler
+        if self.inputs:
+            out["inputs"] = self.inputs
         return out
 
 
@@ -235,7 +295,10 @@ class Renderer(Protocol):
 
 def job_hash(job: PanelJob, renderer: Renderer) -> str:
     """The content address of a panel render: its pixel spec plus its renderer's identity."""
-    payload = {"spec": job.pixel_spec(), "renderer": renderer.identity(job).payload()}
+    payload: dict[str, Any] = {"spec": job.pixel_spec(), "renderer": renderer.identity(job).payload()}
+    if job.base is not None:
+        # An inpaint over the panel's own render: that render is known by its own hash.
+        payload["base"] = job_hash(job.base, renderer)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

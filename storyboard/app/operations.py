@@ -23,6 +23,7 @@ from storyboard.app.build import (
     png_bytes,
     render_candidates,
 )
+from storyboard.app.input_checks import img2img_problems
 from storyboard.app.store import PanelStore
 from storyboard.errors import StoryboardError
 from storyboard.jobs import PanelJob, Renderer
@@ -64,7 +65,7 @@ def validate(story: Path, *, files: bool = True) -> StorySummary:
     file:line:column."""
     loaded = load_story(story)
     jobs = plan(loaded)
-    problems = prompt_problems(loaded, jobs)
+    problems = prompt_problems(loaded, jobs) + img2img_problems(loaded, jobs)
     if files:
         problems += file_problems(loaded, jobs)
     if problems:
@@ -180,7 +181,7 @@ def _local_renderer(loaded: LoadedStory, *, draft: bool, quiet: bool) -> Rendere
     if draft:
         return DraftRenderer()
     jobs = plan(loaded)
-    problems = prompt_problems(loaded, jobs) + file_problems(loaded, jobs)
+    problems = prompt_problems(loaded, jobs) + img2img_problems(loaded, jobs) + file_problems(loaded, jobs)
     if problems:
         raise FilesMissing(problems, loaded.path)
     from storyboard.render.engine import DiffusersRenderer

@@ -48,6 +48,7 @@ from storyboard.render.progress import RenderProgress
 from storyboard.render.regions import blend_weights
 from storyboard.render.resolve import ResolvedJob
 from storyboard.render.sampling import SamplerSpec, sample
+from storyboard.render.sampling.samplers import Denoiser
 from storyboard.render.upscale import UpscalerModel, upscale_image
 
 Stage = Callable[[str], AbstractContextManager[None]]
@@ -102,10 +103,12 @@ def run_pass(
     guide: GuideFactory | None = None,
     size: tuple[int, int] | None = None,
     cfg_rescale: float = 0.0,
+    wrap: Callable[[Denoiser], Denoiser] | None = None,
 ) -> Tensor:
     """Denoise x down `sigmas` with CFG; returns the latent to decode.
 
-    ``size`` is the pass's (width, height) in pixels (default: the latent's size * 8)."""
+    ``size`` is the pass's (width, height) in pixels (default: the latent's size * 8); ``wrap``
+    wraps the guided denoiser (an inpaint's latent mask blend, render/img2img.py)."""
     info = spec.info
     noise = brownian_noise_sampler(x, sigmas, seeds) if info.brownian_noise else rng.noise_sampler()
     time_ids = sdxl_time_ids(size or (int(x.shape[-1]) * 8, int(x.shape[-2]) * 8), x.device)
@@ -120,7 +123,8 @@ def run_pass(
             cfg_rescale=cfg_rescale,
         )
     progress.start_pass(label, len(sigmas) - 1)
-    out = sample(spec.sampler, cfg, x, sigmas, noise, callback=lambda _info: progress.step())
+    den: Denoiser = cfg if wrap is None else wrap(cfg)
+    out = sample(spec.sampler, den, x, sigmas, noise, callback=lambda _info: progress.step())
     return spec.final_latent(out, sigmas)
 
 
@@ -146,6 +150,12 @@ def render_batch(
 
     With ``regional`` (a batch of one regional job), each pass is guided by the job's regions."""
     first = batch[0]
+    if first.job.img2img is not None:
+        from storyboard.render.img2img import render_img2img
+
+        # img2img and inpaint panels render one by one (each its own picture) with no hires pass.
+        pairs = zip(batch, conds, strict=True)
+        return [render_img2img(model, rj, c, progress, stage, regional) for rj, c in pairs]
     s, spec, hr_spec = first.settings, first.spec, first.hr_spec
     model = model.for_settings(s)
     den, device = model.denoiser, model.device
