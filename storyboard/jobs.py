@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storyboard.errors import StoryboardError
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
+from storyboard.story.control import ControlUnit
 from storyboard.story.regions import Box, format_box, parse_regions, split_ratios
 from storyboard.story.schema import HiresFix, RenderSettings
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = [
     "HiresFix",
     "Box",
+    "ControlUnit",
+    "InputImage",
     "format_box",
     "parse_regions",
     "split_ratios",
@@ -79,6 +82,17 @@ class RegionJob:
 
 
 @dataclass(frozen=True)
+class InputImage:
+    """An image the story gives a panel (a control map, an init image, a mask): where it is and what
+    it holds. Only the digest enters the pixel spec, so moving the file re-renders nothing and
+    editing it re-renders the panels that use it."""
+
+    role: str  # "control 0", "control 1", "init", "mask", ...
+    path: str  # absolute, resolved against the story file's folder
+    digest: str  # storyboard.input_images.image_digest: the decoded pixels' sha256
+
+
+@dataclass(frozen=True)
 class PanelJob:
     """Everything that decides one panel's pixels, as the planner composed it.
 
@@ -102,6 +116,16 @@ class PanelJob:
     regions: tuple[RegionJob, ...] = ()
     shared_positive: str = ""
     shared_loras: tuple[LoraUse, ...] = ()
+    # Images the story names for this panel (each by content), and its ControlNet units: unit k's
+    # image is the input with role "control k".
+    inputs: tuple[InputImage, ...] = ()
+    control: tuple[ControlUnit, ...] = ()
+
+    def input_image(self, role: str) -> InputImage:
+        for i in self.inputs:
+            if i.role == role:
+                return i
+        raise KeyError(f"panel {self.panel_id} has no input image {role!r}")
 
     @property
     def prompt_text(self) -> str:
@@ -169,6 +193,13 @@ class PanelJob:
                 "loras": [[u.name, u.te, u.unet] for u in self.shared_lora_set],
             }
             spec["regional"] = s.regional.model_dump()
+        # Only panels with input images or ControlNet units carry these keys (other hashes keep).
+        if self.inputs:
+            spec["inputs"] = [[i.role, i.digest] for i in self.inputs]
+        if self.control:
+            spec["control"] = [
+                u.spec(self.input_image(f"control {k}").digest) for k, u in enumerate(self.control)
+            ]
         return spec
 
     def spec_digest(self) -> str:
@@ -191,6 +222,7 @@ class RenderIdentity:
     embeddings: dict[str, str] = field(default_factory=dict)
     upscaler: str | None = None
     device: str | None = None
+    control_files: dict[str, str] = field(default_factory=dict)  # sha256 of each ControlNet file, by name
 
     def payload(self) -> dict[str, Any]:
         if self.renderer == "draft":
@@ -206,6 +238,8 @@ class RenderIdentity:
         }
         if self.upscaler is not None:
             out["upscaler"] = self.upscaler
+        if self.control_files:
+            out["control_files"] = self.control_files
         return out
 
 

@@ -9,13 +9,15 @@ the composed prompt are only what the user and WebUI's infotext see.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 from storyboard.jobs import PanelJob, RegionJob
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks
 from storyboard.story.compose import compose, panel_context, template_dirs
 from storyboard.story.frames import panel_frames
-from storyboard.story.load import LoadedStory
+from storyboard.story.inputs import control_inputs
+from storyboard.story.load import LoadedStory, StoryError
 from storyboard.story.regions import Box, parse_split, split_boxes, split_ratios
 from storyboard.story.schema import MAX_SEED, Panel, RenderSettings, Story
 
@@ -36,6 +38,7 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
     seed_base = story.seed_base if story.seed_base is not None else story.title
     frames = panel_frames(loaded)
     jobs = []
+    problems: list[str] = []  # input images that cannot be used, each at its field's line
     for page, index, panel in story.panels():
         assert panel.id is not None
         w, h = frames[panel.id].size
@@ -55,10 +58,15 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
             characters=tuple(panel.characters),
             scene=panel.scene,
         )
+        control, inputs = control_inputs(loaded, panel, problems)
+        if control:
+            job = replace(job, control=control, inputs=(*job.inputs, *inputs))
         placed = region_boxes(panel, rtl=story.layout.reading_direction == "rtl")
         if placed:
             job = regional_job(job, story, (page, index, panel), settings, dirs, placed)
         jobs.append(job)
+    if problems:
+        raise StoryError(problems)
     return jobs
 
 
@@ -100,8 +108,6 @@ def regional_job(
     as if only its character were present (plus the region's words), so it carries that
     character's triggers and LoRA tag and nobody else's; the shared prompt is the panel composed
     with no character."""
-    from dataclasses import replace
-
     page, index, panel = where
 
     def composed(characters: list[str], scene: str) -> tuple[str, tuple[LoraUse, ...]]:
