@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storyboard.errors import StoryboardError
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
+from storyboard.story.control import ControlUnit
 from storyboard.story.regions import Box, format_box, parse_regions, split_ratios
 from storyboard.story.schema import HiresFix, RenderSettings
 
@@ -31,6 +32,8 @@ __all__ = [
     "Img2ImgJob",
     "InpaintJob",
     "Box",
+    "ControlUnit",
+    "InputImage",
     "format_box",
     "parse_regions",
     "split_ratios",
@@ -84,15 +87,15 @@ class RegionJob:
 class Img2ImgJob:
     """img2img: the panel is drawn from a picture, WebUI's img2img tab.
 
-    ``init_image`` is the picture's absolute path: a file of the story's, or (an inpaint over the
-    panel's own render, ``PanelJob.base``) the stored render, which the build fills in. The path
-    never enters a hash: a file's content does (``RenderIdentity.inputs``), a stored render's job
-    hash does (``job_hash``)."""
+    The picture is the panel's input image "init" (a file of the story's, by content), or, for an
+    inpaint over the panel's own render (``PanelJob.base``), that render in the output folder's
+    store: ``base_render``, its path, filled in by the build. The path never enters a hash; the
+    base render's own job hash does (``job_hash``)."""
 
-    init_image: str | None
     denoising_strength: float
     resize_mode: str = "Just resize"
     fix_steps: bool = False  # WebUI's img2img_fix_steps option
+    base_render: str | None = None
 
     def spec(self) -> dict[str, Any]:
         out: dict[str, Any] = {"denoising_strength": self.denoising_strength, "resize_mode": self.resize_mode}
@@ -103,9 +106,9 @@ class Img2ImgJob:
 
 @dataclass(frozen=True)
 class InpaintJob:
-    """Inpaint: which part of the picture is redrawn (a mask file or a box) and WebUI's settings."""
+    """Inpaint: which part of the picture is redrawn and WebUI's settings for it. The mask is the
+    panel's input image "mask" (white = repaint), or ``box`` (panel fractions) when it has none."""
 
-    mask: str | None  # absolute path of a mask image (white = repaint), or None with a box
     box: tuple[float, float, float, float] | None
     mask_blur: int = 4
     masked_content: str = "original"
@@ -120,6 +123,17 @@ class InpaintJob:
             "full_res": self.full_res,
             "padding": self.padding,
         }
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """An image the story gives a panel (a control map, an init image, a mask): where it is and what
+    it holds. Only the digest enters the pixel spec, so moving the file re-renders nothing and
+    editing it re-renders the panels that use it."""
+
+    role: str  # "control 0", "control 1", "init", "mask", ...
+    path: str  # absolute, resolved against the story file's folder
+    digest: str  # storyboard.input_images.image_digest: the decoded pixels' sha256
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,19 @@ class PanelJob:
     img2img: Img2ImgJob | None = None
     inpaint: InpaintJob | None = None
     base: PanelJob | None = None
+    # Images the story names for this panel (each by content), and its ControlNet units: unit k's
+    # image is the input with role "control k".
+    inputs: tuple[InputImage, ...] = ()
+    control: tuple[ControlUnit, ...] = ()
+
+    def input_image(self, role: str) -> InputImage:
+        for i in self.inputs:
+            if i.role == role:
+                return i
+        raise KeyError(f"panel {self.panel_id} has no input image {role!r}")
+
+    def has_input(self, role: str) -> bool:
+        return any(i.role == role for i in self.inputs)
 
     @property
     def prompt_text(self) -> str:
@@ -225,6 +252,14 @@ class PanelJob:
             spec["inpaint"] = self.inpaint.spec()
         if self.base is not None:
             spec["base"] = self.base.pixel_spec()
+
+        # Only panels with input images or ControlNet units carry these keys (other hashes keep).
+        if self.inputs:
+            spec["inputs"] = [[i.role, i.digest] for i in self.inputs]
+        if self.control:
+            spec["control"] = [
+                u.spec(self.input_image(f"control {k}").digest) for k, u in enumerate(self.control)
+            ]
         return spec
 
     def spec_digest(self) -> str:
@@ -247,8 +282,7 @@ class RenderIdentity:
     embeddings: dict[str, str] = field(default_factory=dict)
     upscaler: str | None = None
     device: str | None = None
-    # sha256 of the pictures a job reads (init image, mask), by role; only when there are any.
-    inputs: dict[str, str] = field(default_factory=dict)
+    control_files: dict[str, str] = field(default_factory=dict)  # sha256 of each ControlNet file, by name
 
     def payload(self) -> dict[str, Any]:
         if self.renderer == "draft":
@@ -264,8 +298,8 @@ class RenderIdentity:
         }
         if self.upscaler is not None:
             out["upscaler"] = self.upscaler
-        if self.inputs:
-            out["inputs"] = self.inputs
+        if self.control_files:
+            out["control_files"] = self.control_files
         return out
 
 

@@ -152,7 +152,7 @@ def with_bases(jobs: Sequence[PanelJob], store: PanelStore, renderer: Renderer) 
     for j in jobs:
         if j.base is not None and j.img2img is not None:
             path = str(store.cache_path(job_hash(j.base, renderer)))
-            j = replace(j, img2img=replace(j.img2img, init_image=path))
+            j = replace(j, img2img=replace(j.img2img, base_render=path))
         out.append(j)
     return out
 

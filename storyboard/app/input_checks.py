@@ -1,24 +1,22 @@
-"""The pictures img2img and inpaint panels name, checked before anything loads (`validate`, `build`).
+"""What an img2img or inpaint panel asks that no render can do, found before anything loads.
 
-Each problem is one sentence at the story's file:line:column of the setting: an init image or mask
-that is missing, unreadable or of a mode no renderer reads, a mask of another size than the picture
-it masks, a mask or box that covers nothing or the whole picture, and a denoising strength of 0
-with ``img2img_fix_steps`` (WebUI would then run no steps at all).
+The pictures themselves (missing, unreadable, wrong mode, a mask of another size than the picture
+it masks) are checked when the story is planned (``story/img2img.py``, by the rules of every input
+image). Here, with the masks read: a mask or box that covers nothing or the whole picture, and a
+denoising strength of 0 with ``img2img_fix_steps`` (WebUI would run no steps). Each is a sentence at
+the story's file:line of the setting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from storyboard.input_images import load_input_image
 from storyboard.jobs import PanelJob
 from storyboard.render import inpaint_mask as im
 from storyboard.story.load import LoadedStory, position_of
-
-# Modes WebUI's img2img takes as they are (flattened to RGB, or a mask read by grey level or alpha).
-READABLE_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
 
 Loc = tuple[str | int, ...]
 
@@ -27,24 +25,8 @@ def _dotted(loc: Loc) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
 
 
-def _open(path: Path, what: str) -> tuple[Image.Image | None, str | None]:
-    """The picture, fully read, or the sentence saying why it cannot be used."""
-    if not path.is_file():
-        return None, f"the {what} {path} does not exist."
-    try:
-        with Image.open(path) as img:
-            img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        return None, f"the {what} {path} is not a picture that can be read ({exc})."
-    if img.mode not in READABLE_MODES:
-        return None, (
-            f"the {what} {path} is a {img.mode} picture; save it as RGB, RGBA or greyscale (L) PNG."
-        )
-    return img, None
-
-
 def img2img_problems(loaded: LoadedStory, jobs: Sequence[PanelJob]) -> list[str]:
-    """Every problem with the img2img / inpaint pictures of the story's panels."""
+    """Every such problem of the story's img2img and inpaint panels."""
     by_id = {j.panel_id: j for j in jobs}
     out: list[str] = []
     for pi, page in enumerate(loaded.story.pages):
@@ -52,54 +34,36 @@ def img2img_problems(loaded: LoadedStory, jobs: Sequence[PanelJob]) -> list[str]
             job = by_id.get(panel.id or "")
             if job is None or job.img2img is None:
                 continue
-            here: Loc = ("pages", pi, "panels", ni)
-
-            def problem(field: Loc, message: str, here: Loc = here) -> None:
-                loc = here + field
-                out.append(f"{position_of(loaded, loc)}: {_dotted(loc)}: {message}")
-
-            size: tuple[int, int] | None = job.base.output_size if job.base is not None else None
-            if panel.init_image is not None and job.img2img.init_image is not None:
-                img, err = _open(Path(job.img2img.init_image), "init image")
-                if err:
-                    problem(("init_image",), err)
-                size = img.size if img is not None else None
+            problems: list[tuple[Loc, str]] = []
             if job.img2img.fix_steps and job.img2img.denoising_strength <= 0:
-                problem(
-                    ("denoising_strength",),
-                    "with img2img_fix_steps the denoising strength must be above 0 (WebUI runs no "
-                    "steps at 0).",
+                problems.append(
+                    (
+                        ("denoising_strength",),
+                        "with img2img_fix_steps the denoising strength must be above 0 (WebUI runs "
+                        "no steps at 0).",
+                    )
                 )
-            if job.inpaint is not None and size is not None:
-                for field, message in _mask_problems(job, size):
-                    problem(field, message)
+            if job.inpaint is not None:
+                problems += mask_problems(job)
+            for field, message in problems:
+                loc = ("pages", pi, "panels", ni, *field)
+                out.append(f"{position_of(loaded, loc)}: {_dotted(loc)}: {message}")
     return out
 
 
-def _mask_problems(job: PanelJob, size: tuple[int, int]) -> list[tuple[Loc, str]]:
-    inpaint = job.inpaint
-    assert inpaint is not None
-    picture = "the init image" if job.base is None else "the panel's render"
-    if inpaint.mask is not None:
+def mask_problems(job: PanelJob) -> list[tuple[Loc, str]]:
+    """A mask or box that repaints nothing, or everything (that is img2img, not inpaint)."""
+    assert job.inpaint is not None
+    picture = "the init image" if job.has_input("init") else "the panel's render"
+    if job.has_input("mask"):
         field: Loc = ("inpaint", "mask")
-        img, err = _open(Path(inpaint.mask), "mask")
-        if img is None:
-            return [(field, err or "")]
-        if img.size != size:
-            return [
-                (
-                    field,
-                    f"the mask {inpaint.mask} is {img.width}x{img.height} but {picture} it masks is "
-                    f"{size[0]}x{size[1]}; draw the mask at the picture's size.",
-                )
-            ]
-        mask = im.binary_mask(img.convert("RGBA"))  # as the renderer reads it (render/img2img.py)
+        what = "mask"
+        mask = im.binary_mask(load_input_image(job.input_image("mask").path, mode="RGBA"))
     else:
-        field = ("inpaint", "box")
-        assert inpaint.box is not None
-        mask = im.box_mask(size, inpaint.box)
+        field, what = ("inpaint", "box"), "box"
+        assert job.inpaint.box is not None
+        mask = im.box_mask(_picture_size(job), job.inpaint.box)
     low, high = mask.getextrema()
-    what = "mask" if inpaint.mask is not None else "box"
     if high == 0:
         return [(field, f"the {what} covers nothing of {picture} (white marks what to repaint).")]
     if low == 255:
@@ -111,3 +75,10 @@ def _mask_problems(job: PanelJob, size: tuple[int, int]) -> list[tuple[Loc, str]
             )
         ]
     return []
+
+
+def _picture_size(job: PanelJob) -> tuple[int, int]:
+    if job.has_input("init"):
+        with Image.open(job.input_image("init").path) as img:
+            return img.size
+    return job.output_size

@@ -1,6 +1,6 @@
 """img2img and inpaint for one panel, as WebUI's ``StableDiffusionProcessingImg2Img`` runs them.
 
-    prepare     the init picture flattened (transparency over white) and fitted to the panel by the
+    prepare     the init picture (transparency over white, as WebUI flattens it) fitted to the panel by the
                 resize mode; for an inpaint the mask binarised, blurred in x and y, and either
                 fitted to the panel ("whole picture") or used to crop the picture around the masked
                 area, padded and grown to the panel's aspect ("only masked", rendered at the panel's
@@ -35,12 +35,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from storyboard.input_images import load_input_image
 from storyboard.jobs import Img2ImgJob, InpaintJob, PanelJob
 from storyboard.render import inpaint_mask as im
 from storyboard.render.conditioning import PanelConds, RegionalConds
 from storyboard.render.decode import decode_latents, encode_images
 from storyboard.render.hires import img2img_sigmas, noised_latent
-from storyboard.render.input_images import load_input_image
 from storyboard.render.noise import ImageRNG
 from storyboard.render.progress import RenderProgress
 from storyboard.render.resolve import ResolvedJob
@@ -62,12 +62,13 @@ class PreparedInit:
     paste_to: im.Region | None = None
 
 
-def input_mask(inpaint: InpaintJob, size: tuple[int, int]) -> Image.Image:
-    """The inpaint's binary mask at the picture's size (w, h): its mask file or its box."""
-    if inpaint.mask is not None:
-        return im.binary_mask(load_input_image(inpaint.mask, mode="RGBA"))
-    assert inpaint.box is not None
-    return im.box_mask(size, inpaint.box)
+def input_mask(job: PanelJob, size: tuple[int, int]) -> Image.Image:
+    """The inpaint's binary mask at the picture's size (w, h): its mask image, else its box."""
+    assert job.inpaint is not None
+    if job.has_input("mask"):
+        return im.binary_mask(load_input_image(job.input_image("mask").path, mode="RGBA"))
+    assert job.inpaint.box is not None
+    return im.box_mask(size, job.inpaint.box)
 
 
 def prepare_init(
@@ -81,7 +82,7 @@ def prepare_init(
     binary mask at the picture's size (``input_mask``)."""
     w, h = size
     mode = im.RESIZE_MODES.index(i2i.resize_mode)
-    image = im.flatten(picture)
+    image = picture.convert("RGB")  # transparency is already over white (load_input_image)
     if inpaint is None or mask is None:
         if mode == 3:
             return PreparedInit(image, latent_upscale=True)
@@ -127,10 +128,13 @@ def mask_blend(init_latent: Tensor, nmask: Tensor) -> Callable[[Denoiser], Denoi
 
 
 def init_picture(job: PanelJob) -> Image.Image:
+    """The picture the panel starts from: its init image, or the stored base render."""
     assert job.img2img is not None
-    if job.img2img.init_image is None:
+    if job.has_input("init"):
+        return load_input_image(job.input_image("init").path, mode="RGB")
+    if job.img2img.base_render is None:
         raise RuntimeError(f"panel {job.panel_id}: the base render was not handed to the renderer")
-    return load_input_image(job.img2img.init_image, mode="RGBA")
+    return load_input_image(job.img2img.base_render, mode="RGB")
 
 
 def render_img2img(
@@ -148,7 +152,7 @@ def render_img2img(
     model = model.for_settings(s)
     den, device, vae = model.denoiser, model.device, model.components.vae
     picture = init_picture(job)
-    mask = input_mask(inpaint, picture.size) if inpaint is not None else None
+    mask = input_mask(job, picture.size) if inpaint is not None else None
     prep = prepare_init(picture, i2i, (s.width, s.height), inpaint, mask)
     latent_size = (s.height // 8, s.width // 8)
     with stage("encode_image"):

@@ -168,15 +168,6 @@ def resize_image(mode: int, image: Image.Image, width: int, height: int) -> Imag
     return out
 
 
-def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
-    """WebUI ``images.flatten``: transparency over the img2img background colour (white), as RGB."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, background)
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
     """WebUI ``masking.fill``: the masked area filled with colours of the picture around it, by
     compositing ever less blurred copies of the unmasked picture."""
@@ -238,7 +229,6 @@ __all__ = [
     "erode",
     "expand_crop_region",
     "fill_masked",
-    "flatten",
     "latent_mask",
     "overlay_image",
     "overlay_mask",

@@ -321,20 +321,7 @@ class Resolver:
             embeddings={e.name: e.shorthash for e in self.used_embeddings(rj)},
             upscaler=self.sha(rj.upscaler.path) if rj.upscaler else None,
             device=f"{self.device.type}/{str(self.dtype).removeprefix('torch.')}",
-            inputs=self.input_digests(rj.job),
         )
-
-    def input_digests(self, job: PanelJob) -> dict[str, str]:
-        """sha256 of the pictures the job reads, by role. An inpaint over the panel's own render
-        leaves that render out: its job hash stands for it (jobs.job_hash)."""
-        from storyboard.render.input_images import image_digest
-
-        out: dict[str, str] = {}
-        if job.img2img is not None and job.base is None and job.img2img.init_image is not None:
-            out["init_image"] = image_digest(job.img2img.init_image)
-        if job.inpaint is not None and job.inpaint.mask is not None:
-            out["mask"] = image_digest(job.inpaint.mask)
-        return out
 
     def used_embeddings(self, rj: ResolvedJob) -> list[Embedding]:
         """Embeddings the job's prompts use (negative first, as WebUI encodes it first)."""

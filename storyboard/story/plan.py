@@ -9,15 +9,18 @@ the composed prompt are only what the user and WebUI's infotext see.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
-from storyboard.jobs import Img2ImgJob, InpaintJob, PanelJob, RegionJob
+from storyboard.jobs import PanelJob, RegionJob
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks
 from storyboard.story.compose import compose, panel_context, template_dirs
 from storyboard.story.frames import panel_frames
-from storyboard.story.load import LoadedStory
+from storyboard.story.img2img import img2img_job
+from storyboard.story.inputs import control_inputs
+from storyboard.story.load import LoadedStory, StoryError
 from storyboard.story.regions import Box, parse_split, split_boxes, split_ratios
-from storyboard.story.schema import DEFAULT_DENOISING, MAX_SEED, Panel, RenderSettings, Story
+from storyboard.story.schema import MAX_SEED, Panel, RenderSettings, Story
 
 
 def derive_seed(seed_base: str, panel_id: str) -> int:
@@ -36,6 +39,7 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
     seed_base = story.seed_base if story.seed_base is not None else story.title
     frames = panel_frames(loaded)
     jobs = []
+    problems: list[str] = []  # input images that cannot be used, each at its field's line
     for page, index, panel in story.panels():
         assert panel.id is not None
         w, h = frames[panel.id].size
@@ -55,40 +59,16 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
             characters=tuple(panel.characters),
             scene=panel.scene,
         )
+        control, inputs = control_inputs(loaded, panel, problems)
+        if control:
+            job = replace(job, control=control, inputs=(*job.inputs, *inputs))
         placed = region_boxes(panel, rtl=story.layout.reading_direction == "rtl")
         if placed:
             job = regional_job(job, story, (page, index, panel), settings, dirs, placed)
-        jobs.append(directed_job(job, panel, loaded.base_dir))
+        jobs.append(img2img_job(loaded, job, panel, problems))
+    if problems:
+        raise StoryError(problems)
     return jobs
-
-
-def directed_job(job: PanelJob, panel: Panel, base_dir: Path) -> PanelJob:
-    """The panel's img2img / inpaint, when it has one.
-
-    WebUI's img2img has no hires pass, so such a panel renders in one pass at the panel's final
-    size (the size its neighbours reach after hires). An inpaint without init_image starts from the
-    panel's own render: ``base``, the same job without the inpaint, which the build renders (or
-    finds in the store) first."""
-    if panel.init_image is None and panel.inpaint is None:
-        return job
-    from dataclasses import replace
-
-    def beside(p: Path) -> str:
-        return str(p if p.is_absolute() else base_dir / p)
-
-    s = job.settings
-    w, h = s.output_size
-    settings = s.model_copy(update={"width": w, "height": h, "hires": None})
-    strength = panel.denoising_strength if panel.denoising_strength is not None else DEFAULT_DENOISING
-    init = beside(panel.init_image) if panel.init_image is not None else None
-    i2i = Img2ImgJob(init, strength, panel.resize_mode, s.img2img_fix_steps)
-    inpaint = None
-    if panel.inpaint is not None:
-        ip = panel.inpaint
-        mask = beside(ip.mask) if ip.mask is not None else None
-        inpaint = InpaintJob(mask, ip.box, ip.mask_blur, ip.masked_content, ip.inpaint_full_res, ip.padding)
-    base = job if init is None else None
-    return replace(job, settings=settings, img2img=i2i, inpaint=inpaint, base=base)
 
 
 def region_boxes(panel: Panel, *, rtl: bool = False) -> list[tuple[str, Box, str]]:
@@ -129,8 +109,6 @@ def regional_job(
     as if only its character were present (plus the region's words), so it carries that
     character's triggers and LoRA tag and nobody else's; the shared prompt is the panel composed
     with no character."""
-    from dataclasses import replace
-
     page, index, panel = where
 
     def composed(characters: list[str], scene: str) -> tuple[str, tuple[LoraUse, ...]]:

@@ -23,6 +23,7 @@ from pydantic import (
 
 from storyboard.layout.types import LayoutSettings
 from storyboard.prompt.extra_networks import LoraUse
+from storyboard.story.control import ControlUnit
 from storyboard.story.presets import PresetName, with_preset
 from storyboard.story.regions import check_box, parse_split
 
@@ -212,6 +213,9 @@ class RenderSettings(Strict):
         le=1.0,
         description="CFG rescale (WebUI's CFG Rescale extension): 0 = off, ~0.7 for v-pred.",
     )
+    control: list[ControlUnit] = Field(
+        default_factory=list, description="ControlNet units of every panel (a panel's own `control:` wins)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -340,6 +344,9 @@ class Panel(Strict):
     negative: str = Field("", description="Added to this panel's negative prompt.")
     focus: tuple[float, float] = Field((0.5, 0.4), description="Crop focus point [x, y] in the image.")
     render: dict[str, Any] = Field(default_factory=dict, description="Overrides of any render setting.")
+    control: list[ControlUnit] | None = Field(
+        None, description="ControlNet units (pose, sketch, depth...); [] = none; default: render.control."
+    )
     regions: RegionsField = Field(
         None,
         json_schema_extra=_regions_schema,
