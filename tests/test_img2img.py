@@ -78,7 +78,12 @@ def test_step_arithmetic_is_webuis() -> None:
 
 @pytest.mark.parametrize(("strength", "fix", "steps_run"), [(0.5, False, 5), (0.3, False, 3), (0.5, True, 8)])
 def test_img2img_runs_webuis_schedule(
-    tmp_path: Path, tiny: TinyModel, monkeypatch: pytest.MonkeyPatch, strength: float, fix: bool, steps_run: int
+    tmp_path: Path,
+    tiny: TinyModel,
+    monkeypatch: pytest.MonkeyPatch,
+    strength: float,
+    fix: bool,
+    steps_run: int,
 ) -> None:
     rough(tmp_path / "rough.png")
     story = write_story(
@@ -107,7 +112,9 @@ def test_img2img_runs_webuis_schedule(
     assert torch.equal(sigmas, full[total - t_enc - 1 :])
 
 
-def test_img2img_panel_is_one_pass_at_the_final_size_with_webuis_infotext(tmp_path: Path, tiny: TinyModel) -> None:
+def test_img2img_panel_is_one_pass_at_the_final_size_with_webuis_infotext(
+    tmp_path: Path, tiny: TinyModel
+) -> None:
     rough(tmp_path / "rough.png")
     story = write_story(
         tmp_path,
@@ -136,7 +143,9 @@ def test_img2img_panel_is_one_pass_at_the_final_size_with_webuis_infotext(tmp_pa
 
 def test_same_seed_same_bytes_and_the_init_image_counts_by_content(tmp_path: Path, tiny: TinyModel) -> None:
     rough(tmp_path / "rough.png")
-    panels = "      - {id: b, scene: a cat, init_image: rough.png, resize_mode: Just resize (latent upscale)}\n"
+    panels = (
+        "      - {id: b, scene: a cat, init_image: rough.png, resize_mode: Just resize (latent upscale)}\n"
+    )
     story = write_story(tmp_path, tiny, panels)
     renderer = DiffusersRenderer(tmp_path, quiet=True, device="cpu")
     outs = []
