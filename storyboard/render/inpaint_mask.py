@@ -71,7 +71,8 @@ def blur_kernel(blur: int) -> np.ndarray:
     radius = int(2.5 * blur + 0.5)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     k: np.ndarray = np.exp(-(x * x) / (2.0 * blur * blur))
-    return k / k.sum()
+    normalised: np.ndarray = k / k.sum()
+    return normalised
 
 
 def _blur_axis(arr: np.ndarray, blur: int, axis: int) -> np.ndarray:
