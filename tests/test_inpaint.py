@@ -182,3 +182,39 @@ def test_the_blend_is_webuis_after_each_model_call() -> None:
     assert torch.equal(out[0, :, 0, 0], torch.full((4,), 2.0)) and torch.equal(
         out[0, :, 0, 1], torch.full((4,), 3.0)
     )
+
+
+def test_inpaint_over_an_init_image_keeps_the_fitted_picture_outside_the_mask(
+    tmp_path: Path, tiny: TinyModel
+) -> None:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    mask = np.zeros((64, 96), dtype=np.uint8)
+    mask[20:40, 30:60] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    story = tmp_path / "s.yaml"
+    story.write_text(
+        STORY.format(
+            root=tiny.root,
+            p_extra="        init_image: photo.png\n        inpaint: {mask: m.png, mask_blur: 0}",
+            q_extra="        init_image: photo.png\n"
+            "        inpaint: {box: [0.3, 0.3, 0.6, 0.6], mask_blur: 0, inpaint_full_res: true}",
+        )
+    )
+    loaded = load_story(story)
+    p_job, q_job = plan(loaded)
+    assert p_job.base is None and p_job.has_input("init") and p_job.has_input("mask")
+    build(loaded, tmp_path / "out", DiffusersRenderer(tmp_path, quiet=True, device="cpu"), layout=False)
+    w, h = p_job.output_size
+    after = pixels(tmp_path / "out/s/panels/p.png")
+    assert after.shape[:2] == (h, w)
+    # Whole picture, "Just resize": the photo Lanczos-resized to the panel, its mask likewise.
+    fitted = np.asarray(
+        Image.open(tmp_path / "photo.png").convert("RGB").resize((w, h), Image.Resampling.LANCZOS)
+    )
+    fitted_mask = np.asarray(Image.fromarray(mask).resize((w, h), Image.Resampling.LANCZOS))
+    keep = fitted_mask == 0
+    assert (after[keep] == fitted[keep]).all() and (after[~keep] != fitted[~keep]).any()
+    # Only masked over an init image: fitted to the panel first, so the panel still fills its frame.
+    q = pixels(tmp_path / "out/s/panels/q.png")
+    assert q.shape[:2] == (q_job.output_size[1], q_job.output_size[0])

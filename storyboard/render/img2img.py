@@ -20,8 +20,9 @@
 
 There is no hires pass: WebUI's img2img has none. The mask, crop and paste-back steps are the pure
 functions of ``render/inpaint_mask.py``. Known differences from WebUI: the VAE encode uses the
-posterior mean (WebUI samples it with the global RNG, which does not repeat); inpainting-model
-(9-channel UNet) conditioning is not built.
+posterior mean (WebUI samples it with the global RNG, which does not repeat); an init image
+inpainted "only masked" is first fitted to the panel's size (WebUI keeps the picture's own size,
+which would not fill the panel's frame); inpainting-model (9-channel UNet) conditioning is not built.
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ def prepare_init(
         if mode == 3:
             return PreparedInit(image, latent_upscale=True)
         return PreparedInit(im.resize_image(mode, image, w, h))
+    if inpaint.full_res and image.size != (w, h):
+        # WebUI's "only masked" keeps the picture's own size; a panel must fill its frame, so the
+        # picture (and its mask) are first fitted to the panel as the whole-picture path fits them.
+        image = im.resize_image(min(mode, 2), image, w, h)
+        mask = im.resize_image(min(mode, 2), mask, w, h)
     blurred = im.blur_mask(mask, inpaint.mask_blur)
     region = im.crop_region(blurred, inpaint.padding) if inpaint.full_res else None
     if inpaint.full_res and region is None:
