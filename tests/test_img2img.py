@@ -175,3 +175,27 @@ def test_a_panel_without_img2img_keeps_its_hash(tmp_path: Path, tiny: TinyModel)
     assert job.img2img is None and job.inpaint is None and job.base is None
     spec = job.pixel_spec()
     assert not {"img2img", "inpaint", "base", "inputs"} & set(spec)
+
+
+def test_the_demos_rough_panel_builds_as_a_draft_showing_the_rough(tmp_path: Path) -> None:
+    from storyboard.render.draft import DraftRenderer
+    from tests.story_helpers import copy_demo
+
+    story = copy_demo(tmp_path)
+    loaded = load_story(story)
+    job = next(j for j in plan(loaded) if j.panel_id == "encore")
+    assert job.img2img is not None and job.input_image("init").path.endswith("roughs/bench.png")
+    renderer = DraftRenderer()
+    report = build(loaded, tmp_path / "out", renderer, layout=False, draft=True)
+    assert "encore" in report.rendered
+    img = Image.open(tmp_path / "out" / "demo" / "draft" / "panels" / "encore.png").convert("L")
+    w, h = img.size
+    # The rough's bench seat (y 380..400 of 640, x 60..390 of 448) shows through the placeholder.
+    seat = img.crop((int(0.3 * w), int(390 / 640 * h) - 2, int(0.7 * w), int(390 / 640 * h) + 2))
+    assert min(seat.getextrema()) < 200
+    before = job_hash(job, renderer)
+    rough = Image.open(tmp_path / "stories" / "roughs" / "bench.png")
+    rough.putpixel((0, 0), 0)
+    rough.save(tmp_path / "stories" / "roughs" / "bench.png")
+    after = job_hash(next(j for j in plan(load_story(story)) if j.panel_id == "encore"), renderer)
+    assert after != before  # a new rough redraws even the draft
