@@ -157,6 +157,20 @@ def with_bases(jobs: Sequence[PanelJob], store: PanelStore, renderer: Renderer) 
     return out
 
 
+def render_one(out_dir: Path, renderer: Renderer, job: PanelJob, dst: Path) -> Path:
+    """One job's render (from the store, else rendered and stored) copied to `dst` in `out_dir`;
+    the panel file is not touched (a preview)."""
+    store = PanelStore(out_dir)
+    h = job_hash(job, renderer)
+    with store.lock():
+        if not store.has(h):
+            for r in renderer.render(with_bases([job], store, renderer)):
+                _refuse_nonfinite(r.job, r.image)
+                if not store.has(h):
+                    store.put(h, png_bytes(r.image, r.infotext))
+        return store.copy_out(h, dst)
+
+
 def _refuse_nonfinite(job: PanelJob, image: Image.Image) -> None:
     from storyboard.render.decode import NONFINITE
 
