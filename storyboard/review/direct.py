@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -69,6 +70,11 @@ def _direction(data: dict[str, list[str]]) -> direct_ops.Direction:
     )
 
 
+def _file(root: Path, path: Path) -> tuple[str, int] | None:
+    """(path under the output folder, stamp) for the page's /files/ route; None when absent."""
+    return (path.relative_to(root).as_posix(), path.stat().st_mtime_ns) if path.is_file() else None
+
+
 def _mask_size(job: PanelJob) -> tuple[int, int]:
     """A drawn mask's size: the picture it masks (the init image, else the panel's render)."""
     if job.has_input("init"):
@@ -95,7 +101,9 @@ def add_direct_routes(
             pid=panel_id,
             panel=panel,
             size=_mask_size(job),
-            preview=(preview.relative_to(root).as_posix(), preview.stat().st_mtime_ns) if preview else None,
+            # What the mask is drawn over: the panel's render, shown under the canvas.
+            under=_file(root, root / "panels" / f"{panel_id}.png") if not job.has_input("init") else None,
+            preview=_file(root, preview) if preview else None,
             active=latest is not None and latest.kind == "direct" and latest.active,
             failed=latest.error if latest is not None and latest.kind == "direct" else None,
             # The form shows what was last previewed, so Keep keeps what the form says.
