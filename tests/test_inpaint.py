@@ -218,3 +218,27 @@ def test_inpaint_over_an_init_image_keeps_the_fitted_picture_outside_the_mask(
     # Only masked over an init image: fitted to the panel first, so the panel still fills its frame.
     q = pixels(tmp_path / "out/s/panels/q.png")
     assert q.shape[:2] == (q_job.output_size[1], q_job.output_size[0])
+
+
+def test_candidates_and_pick_of_an_inpaint_panel_vary_the_repainted_part_only(tmp_path: Path) -> None:
+    from storyboard.app.build import render_candidates
+    from storyboard.app.operations import pick
+
+    story = tmp_path / "s.yaml"
+    story.write_text(
+        "title: T\nrender: {width: 64, height: 64}\npages:\n  - panels:\n"
+        "      - id: p\n        scene: a cat\n        seed: 5\n        inpaint: {box: [0.2, 0.2, 0.6, 0.6]}\n"
+    )
+    renderer = DraftRenderer()
+    build(load_story(story), tmp_path / "out", renderer, layout=False)
+    (job,) = plan(load_story(story))
+    assert job.seed == 5 and job.base is not None and job.base.seed == 5
+    results, _ = render_candidates(load_story(story), tmp_path / "out", renderer, "p", [5, 77])
+    pick(story, "p", 77)
+    assert "inpaint: {box: [0.2, 0.2, 0.6, 0.6], seed: 77}" in story.read_text()
+    (picked,) = plan(load_story(story))
+    assert picked.seed == 77 and picked.base == job.base  # the picture under it stays the same
+    report = build(load_story(story), tmp_path / "out", renderer, layout=False)
+    assert report.reused == ["p"]  # the chosen candidate, from the store
+    chosen = dict(results)[77].read_bytes()
+    assert (tmp_path / "out" / "s" / "panels" / "p.png").read_bytes() == chosen

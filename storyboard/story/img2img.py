@@ -51,8 +51,11 @@ def img2img_job(loaded: LoadedStory, job: PanelJob, panel: Panel, problems: list
     s = job.settings
     w, h = s.output_size
     strength = panel.denoising_strength if panel.denoising_strength is not None else DEFAULT_DENOISING
+    # An inpaint's own seed varies the repainted part only: the base keeps the panel's seed.
+    seed = panel.inpaint.seed if panel.inpaint is not None and panel.inpaint.seed is not None else job.seed
     return replace(
         job,
+        seed=seed,
         settings=s.model_copy(update={"width": w, "height": h, "hires": None}),
         img2img=Img2ImgJob(strength, panel.resize_mode, s.img2img_fix_steps),
         inpaint=inpaint,

@@ -314,6 +314,13 @@ class Inpaint(Strict):
     padding: int = Field(
         32, ge=0, le=256, description="Only masked padding, in pixels (WebUI's inpaint_full_res_padding)."
     )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SEED,
+        description="The inpaint's own seed (the panel's seed keeps drawing the picture under it); "
+        "default: the panel's. `storyboard pick` writes this one for an inpaint panel.",
+    )
 
     @field_validator("box")
     @classmethod
