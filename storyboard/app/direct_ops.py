@@ -99,6 +99,8 @@ def _settings(loaded: LoadedStory, panel_id: str, d: Direction, pictures: dict[s
         inpaint |= {"mask_blur": d.mask_blur, "masked_content": d.masked_content}
         if d.inpaint_full_res:
             inpaint |= {"inpaint_full_res": True, "padding": d.padding}
+        if panel.inpaint is not None and panel.inpaint.seed is not None:
+            inpaint["seed"] = panel.inpaint.seed  # a picked inpaint seed stays
     directed = init is not None or inpaint is not None
     return {
         "init_image": str(init) if init is not None else None,
