@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from storyboard.errors import StoryboardError
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
 from storyboard.story.control import ControlUnit
+from storyboard.story.direction import Img2ImgJob, InpaintJob
 from storyboard.story.regions import Box, format_box, parse_regions, split_ratios
 from storyboard.story.schema import HiresFix, RenderSettings
 
@@ -80,48 +81,6 @@ class RegionJob:
             "box": list(self.box),
             "positive": self.positive,
             "loras": [[u.name, u.te, u.unet] for u in self.lora_set],
-        }
-
-
-@dataclass(frozen=True)
-class Img2ImgJob:
-    """img2img: the panel is drawn from a picture, WebUI's img2img tab.
-
-    The picture is the panel's input image "init" (a file of the story's, by content), or, for an
-    inpaint over the panel's own render (``PanelJob.base``), that render in the output folder's
-    store: ``base_render``, its path, filled in by the build. The path never enters a hash; the
-    base render's own job hash does (``job_hash``)."""
-
-    denoising_strength: float
-    resize_mode: str = "Just resize"
-    fix_steps: bool = False  # WebUI's img2img_fix_steps option
-    base_render: str | None = None
-
-    def spec(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"denoising_strength": self.denoising_strength, "resize_mode": self.resize_mode}
-        if self.fix_steps:
-            out["fix_steps"] = True
-        return out
-
-
-@dataclass(frozen=True)
-class InpaintJob:
-    """Inpaint: which part of the picture is redrawn and WebUI's settings for it. The mask is the
-    panel's input image "mask" (white = repaint), or ``box`` (panel fractions) when it has none."""
-
-    box: tuple[float, float, float, float] | None
-    mask_blur: int = 4
-    masked_content: str = "original"
-    full_res: bool = False  # WebUI's "Inpaint area: Only masked"
-    padding: int = 32
-
-    def spec(self) -> dict[str, Any]:
-        return {
-            "box": list(self.box) if self.box is not None else None,
-            "mask_blur": self.mask_blur,
-            "masked_content": self.masked_content,
-            "full_res": self.full_res,
-            "padding": self.padding,
         }
 
 

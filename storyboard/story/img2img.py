@@ -16,9 +16,10 @@ from PIL import Image
 
 from storyboard.input_images import resolve_input_path
 from storyboard.jobs import Img2ImgJob, InpaintJob, InputImage, PanelJob
+from storyboard.story.direction import DEFAULT_DENOISING
 from storyboard.story.inputs import panel_location, story_input_image
 from storyboard.story.load import LoadedStory
-from storyboard.story.schema import DEFAULT_DENOISING, Panel
+from storyboard.story.schema import Panel
 
 
 def img2img_job(loaded: LoadedStory, job: PanelJob, panel: Panel, problems: list[str]) -> PanelJob:

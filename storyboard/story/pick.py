@@ -8,8 +8,8 @@ from pathlib import Path
 from ruamel.yaml.comments import CommentedMap
 
 from storyboard.errors import StoryboardError
+from storyboard.story.base import MAX_SEED
 from storyboard.story.load import load_story
-from storyboard.story.schema import MAX_SEED
 from storyboard.story.yaml_source import load_round_trip
 from storyboard.writes import atomic_write_text
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from storyboard.jobs import PanelJob, RegionJob
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks
+from storyboard.story.base import MAX_SEED
 from storyboard.story.compose import compose, panel_context, template_dirs
 from storyboard.story.frames import panel_frames
 from storyboard.story.img2img import img2img_job
 from storyboard.story.inputs import control_inputs
 from storyboard.story.load import LoadedStory, StoryError
 from storyboard.story.regions import Box, parse_split, split_boxes, split_ratios
-from storyboard.story.schema import MAX_SEED, Panel, RenderSettings, Story
+from storyboard.story.schema import Panel, RenderSettings, Story
 
 
 def derive_seed(seed_base: str, panel_id: str) -> int:

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -23,20 +21,16 @@ from pydantic import (
 
 from storyboard.layout.types import LayoutSettings
 from storyboard.prompt.extra_networks import LoraUse
+from storyboard.story.base import MAX_SEED, Strict
 from storyboard.story.control import ControlUnit
+from storyboard.story.direction import DENOISING_HELP, FIX_STEPS_HELP, Inpaint, ResizeMode
 from storyboard.story.presets import PresetName, with_preset
 from storyboard.story.regions import check_box, parse_split
 
 PANEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CHARACTER_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
-# WebUI's seeds are drawn from [0, 4294967294]; -1 there means "random", which a comic cannot use.
-MAX_SEED = 4294967294
 # Beyond this a LoRA's weights overflow fp16 and the panel renders black; the loader warns from 3 on.
 MAX_LORA_WEIGHT = 20.0
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class LoraSpec(Strict):
@@ -202,11 +196,7 @@ class RenderSettings(Strict):
         description="Force the zero-terminal-SNR noise schedule on or off; default: the checkpoint's "
         "ztsnr marker (WebUI's 'Noise Schedule: Zero Terminal SNR').",
     )
-    img2img_fix_steps: bool = Field(
-        False,
-        description="WebUI's 'With img2img, do exactly the amount of steps the slider specifies': img2img "
-        "runs `steps` steps of a longer schedule instead of steps x denoising strength.",
-    )
+    img2img_fix_steps: bool = Field(False, description=FIX_STEPS_HELP)
     cfg_rescale: float = Field(
         0.0,
         ge=0.0,
@@ -284,63 +274,6 @@ else:
     RegionsField = Annotated[list[Region] | None, WrapValidator(_split_or_regions)]
 
 
-# WebUI's img2img resize modes, by the names its radio buttons show (images.resize_image 0-2, and 3:
-# the init image encoded at its own size and its latent resized).
-ResizeMode = Literal["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
-# WebUI's "Masked content" choices (inpainting_fill 0-3 are fill, original, latent noise, latent nothing).
-MaskedContent = Literal["fill", "original", "latent noise", "latent nothing"]
-DEFAULT_DENOISING = 0.75  # WebUI's img2img default
-
-
-class Inpaint(Strict):
-    """Repaint part of the panel (WebUI's img2img inpaint): a mask image or a box says where."""
-
-    mask: Path | None = Field(
-        None, description="Mask image beside the story, the size of the picture: white = repaint."
-    )
-    box: tuple[float, float, float, float] | None = Field(
-        None, description="Or a box to repaint: [x0, y0, x1, y1] as fractions of the panel (y down)."
-    )
-    mask_blur: int = Field(4, ge=0, le=64, description="Mask blur in pixels (WebUI's default 4).")
-    masked_content: MaskedContent = Field(
-        "original",
-        description="What the masked area starts from: fill, original, latent noise, latent nothing.",
-    )
-    inpaint_full_res: bool = Field(
-        False,
-        description="'Only masked': render the masked area (plus padding) at the panel's resolution, "
-        "then paste it back (WebUI's Inpaint area).",
-    )
-    padding: int = Field(
-        32, ge=0, le=256, description="Only masked padding, in pixels (WebUI's inpaint_full_res_padding)."
-    )
-    seed: int | None = Field(
-        None,
-        ge=0,
-        le=MAX_SEED,
-        description="The inpaint's own seed (the panel's seed keeps drawing the picture under it); "
-        "default: the panel's. `storyboard pick` writes this one for an inpaint panel.",
-    )
-
-    @field_validator("box")
-    @classmethod
-    def _inside(cls, v: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
-        if v is None:
-            return None
-        box = check_box(v)
-        if box == (0.0, 0.0, 1.0, 1.0):
-            raise ValueError(
-                "the box covers the whole panel: repaint all of it with init_image and denoising_strength"
-            )
-        return box
-
-    @model_validator(mode="after")
-    def _one_of(self) -> Inpaint:
-        if (self.mask is None) == (self.box is None):
-            raise ValueError("give a mask image or a box (one of them) to say what to repaint")
-        return self
-
-
 class Panel(Strict):
     id: str | None = Field(None, description="Stable panel id; default 'p<page>.<n>'.")
     scene: str = Field(description="What happens in the panel, in prompt words.")
@@ -360,22 +293,13 @@ class Panel(Strict):
         description="Where each character is: 'none', a split ('columns 1,1', 'rows 2,1'), or a list of "
         "regions; default for two or more characters: equal columns in the order listed.",
     )
-    init_image: Path | None = Field(
-        None, description="img2img: draw the panel from this picture (a rough, a sketch), beside the story."
-    )
+    # img2img and inpaint (story/direction.py)
+    init_image: Path | None = Field(None, description="img2img: draw the panel from this picture.")
     denoising_strength: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        allow_inf_nan=False,
-        description="How much of the init image (or inpainted area) is redrawn, 0..1; default 0.75 (WebUI).",
+        None, ge=0, le=1, allow_inf_nan=False, description=DENOISING_HELP
     )
-    resize_mode: ResizeMode = Field(
-        "Just resize", description="How the init image is fitted to the panel (WebUI's Resize mode)."
-    )
-    inpaint: Inpaint | None = Field(
-        None, description="Repaint part of the panel's render (or of init_image) through a mask or a box."
-    )
+    resize_mode: ResizeMode = Field("Just resize", description="How the init image fits the panel (WebUI's).")
+    inpaint: Inpaint | None = Field(None, description="Repaint part of the panel through a mask or a box.")
 
     @field_validator("regions")
     @classmethod
