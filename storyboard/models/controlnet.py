@@ -127,13 +127,23 @@ def controlnet_config(unet_config: Mapping[str, Any], hint_channels: tuple[int, 
 
 def _hint_channels(state: Mapping[str, Any], *, original: bool) -> tuple[int, ...]:
     """The hint encoder's widths: the output channels of its first conv and of each stride-2 block."""
+
     def out(name: str) -> int:
         return int(state[name].shape[0]) if hasattr(state[name], "shape") else int(state[name][0])
 
     if original:
-        return tuple(out(f"input_hint_block.{i}.weight") for i in (0, 4, 8, 12) if f"input_hint_block.{i}.weight" in state)
-    blocks = sorted({int(k.split(".")[2]) for k in state if k.startswith("controlnet_cond_embedding.blocks.")})
-    return (out("controlnet_cond_embedding.conv_in.weight"), *(out(f"controlnet_cond_embedding.blocks.{b}.weight") for b in blocks[1::2]))
+        return tuple(
+            out(f"input_hint_block.{i}.weight")
+            for i in (0, 4, 8, 12)
+            if f"input_hint_block.{i}.weight" in state
+        )
+    blocks = sorted(
+        {int(k.split(".")[2]) for k in state if k.startswith("controlnet_cond_embedding.blocks.")}
+    )
+    return (
+        out("controlnet_cond_embedding.conv_in.weight"),
+        *(out(f"controlnet_cond_embedding.blocks.{b}.weight") for b in blocks[1::2]),
+    )
 
 
 def _read_state(path: Path, *, allow_pickle: bool) -> dict[str, Tensor]:
@@ -153,7 +163,10 @@ def original_to_diffusers(state: Mapping[str, Tensor], config: Mapping[str, Any]
 
     bare = {k.removeprefix(PREFIX): v for k, v in state.items()}
     out: dict[str, Tensor] = convert_controlnet_checkpoint(bare, dict(config))
-    for new, old in (("add_embedding.linear_1", "label_emb.0.0"), ("add_embedding.linear_2", "label_emb.0.2")):
+    for new, old in (
+        ("add_embedding.linear_1", "label_emb.0.0"),
+        ("add_embedding.linear_2", "label_emb.0.2"),
+    ):
         for p in ("weight", "bias"):
             if f"{old}.{p}" in bare:
                 out[f"{new}.{p}"] = bare[f"{old}.{p}"]

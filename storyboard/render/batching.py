@@ -36,6 +36,8 @@ def group_key(job: PanelJob) -> tuple[Hashable, ...]:
         s.low_memory,
         # A regional panel switches LoRA sets inside its own sampling loop: it renders alone.
         job.panel_id if job.regions else None,
+        # A panel with ControlNet units carries its own control images: it renders alone too.
+        job.panel_id if job.control else None,
     )
 
 

@@ -37,7 +37,9 @@ def block_scales(weight: float, count: int, *, soft: bool) -> list[float]:
     """The scale of each of `count` residuals (encoder outputs in order, then the middle block)."""
     if count > SCALE_SLOTS:
         raise ValueError(f"a ControlNet with {count} residuals has no scale rule (at most {SCALE_SLOTS})")
-    scales = [weight * SOFT_BASE ** float(12 - i) for i in range(SCALE_SLOTS)] if soft else [weight] * SCALE_SLOTS
+    scales = (
+        [weight * SOFT_BASE ** float(12 - i) for i in range(SCALE_SLOTS)] if soft else [weight] * SCALE_SLOTS
+    )
     return scales[:count]
 
 
@@ -117,7 +119,11 @@ class ControlledUNet:
         if res is None:
             return self.unet(x, t, **kwargs)
         out = self.unet(
-            x, t, **kwargs, down_block_additional_residuals=tuple(res[:-1]), mid_block_additional_residual=res[-1]
+            x,
+            t,
+            **kwargs,
+            down_block_additional_residuals=tuple(res[:-1]),
+            mid_block_additional_residual=res[-1],
         )
         return unet_output(out)
 
