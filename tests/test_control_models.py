@@ -99,8 +99,10 @@ def test_wrong_layout_and_other_family_are_refused_at_the_units_line(tiny: TinyM
     save_file(state, str(proj / "cn" / "xl-control.safetensors"))
     (proj / "s.yaml").write_text(
         f"title: T\nrender:\n  model: tiny-sd\n  webui_root: {tiny.root}\npages:\n  - panels:\n"
-        "      - scene: a\n        control:\n          - image: pose.png\n            model: cn/not-a-controlnet.safetensors\n"
-        "      - scene: b\n        control:\n          - image: pose.png\n            model: cn/xl-control.safetensors\n"
+        "      - scene: a\n        control:\n          - image: pose.png\n"
+        "            model: cn/not-a-controlnet.safetensors\n"
+        "      - scene: b\n        control:\n          - image: pose.png\n"
+        "            model: cn/xl-control.safetensors\n"
         "      - scene: c\n        control:\n          - image: pose.png\n            module: openpose\n"
         "            model: tiny-control\n"
     )
