@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storyboard.errors import StoryboardError
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
-from storyboard.story.control import ControlUnit
+from storyboard.story.control import BUILTIN_MODULES, ControlUnit
 from storyboard.story.direction import Img2ImgJob, InpaintJob
 from storyboard.story.regions import Box, format_box, parse_regions, split_ratios
 from storyboard.story.schema import HiresFix, RenderSettings
@@ -33,6 +33,7 @@ __all__ = [
     "Img2ImgJob",
     "InpaintJob",
     "Box",
+    "BUILTIN_MODULES",
     "ControlUnit",
     "InputImage",
     "format_box",
