@@ -45,7 +45,8 @@ def main() -> None:
         root = Path(tmp)
         tiny = write_tiny_model(root / "webui", loras=False)
         im = Image.new("RGB", (args.size, args.size))
-        ImageDraw.Draw(im).line([(args.size // 2, 4), (args.size // 2, args.size - 4)], fill=(255, 0, 0), width=3)
+        mid = args.size // 2
+        ImageDraw.Draw(im).line([(mid, 4), (mid, args.size - 4)], fill=(255, 0, 0), width=3)
         im.save(root / "pose.png")
         (root / "s.yaml").write_text(STORY.format(s=args.size, root=tiny.root))
         jobs = {j.panel_id: j for j in plan(load_story(root / "s.yaml"))}
