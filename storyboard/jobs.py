@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storyboard.errors import StoryboardError
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
+from storyboard.story.control import BUILTIN_MODULES, ControlUnit
+from storyboard.story.direction import Img2ImgJob, InpaintJob
 from storyboard.story.regions import Box, format_box, parse_regions, split_ratios
 from storyboard.story.schema import HiresFix, RenderSettings
 
@@ -28,7 +30,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HiresFix",
+    "Img2ImgJob",
+    "InpaintJob",
     "Box",
+    "BUILTIN_MODULES",
+    "ControlUnit",
+    "InputImage",
     "format_box",
     "parse_regions",
     "split_ratios",
@@ -79,6 +86,17 @@ class RegionJob:
 
 
 @dataclass(frozen=True)
+class InputImage:
+    """An image the story gives a panel (a control map, an init image, a mask): where it is and what
+    it holds. Only the digest enters the pixel spec, so moving the file re-renders nothing and
+    editing it re-renders the panels that use it."""
+
+    role: str  # "control 0", "control 1", "init", "mask", ...
+    path: str  # absolute, resolved against the story file's folder
+    digest: str  # storyboard.input_images.image_digest: the decoded pixels' sha256
+
+
+@dataclass(frozen=True)
 class PanelJob:
     """Everything that decides one panel's pixels, as the planner composed it.
 
@@ -102,6 +120,24 @@ class PanelJob:
     regions: tuple[RegionJob, ...] = ()
     shared_positive: str = ""
     shared_loras: tuple[LoraUse, ...] = ()
+    # img2img / inpaint (None for a txt2img panel). ``base`` is the job whose render an inpaint
+    # starts from when the story gives no init_image: the same panel without its inpaint.
+    img2img: Img2ImgJob | None = None
+    inpaint: InpaintJob | None = None
+    base: PanelJob | None = None
+    # Images the story names for this panel (each by content), and its ControlNet units: unit k's
+    # image is the input with role "control k".
+    inputs: tuple[InputImage, ...] = ()
+    control: tuple[ControlUnit, ...] = ()
+
+    def input_image(self, role: str) -> InputImage:
+        for i in self.inputs:
+            if i.role == role:
+                return i
+        raise KeyError(f"panel {self.panel_id} has no input image {role!r}")
+
+    def has_input(self, role: str) -> bool:
+        return any(i.role == role for i in self.inputs)
 
     @property
     def prompt_text(self) -> str:
@@ -169,6 +205,21 @@ class PanelJob:
                 "loras": [[u.name, u.te, u.unet] for u in self.shared_lora_set],
             }
             spec["regional"] = s.regional.model_dump()
+        # img2img and inpaint keys only where set, so txt2img panels keep their hash.
+        if self.img2img is not None:
+            spec["img2img"] = self.img2img.spec()
+        if self.inpaint is not None:
+            spec["inpaint"] = self.inpaint.spec()
+        if self.base is not None:
+            spec["base"] = self.base.pixel_spec()
+
+        # Only panels with input images or ControlNet units carry these keys (other hashes keep).
+        if self.inputs:
+            spec["inputs"] = [[i.role, i.digest] for i in self.inputs]
+        if self.control:
+            spec["control"] = [
+                u.spec(self.input_image(f"control {k}").digest) for k, u in enumerate(self.control)
+            ]
         return spec
 
     def spec_digest(self) -> str:
@@ -191,6 +242,7 @@ class RenderIdentity:
     embeddings: dict[str, str] = field(default_factory=dict)
     upscaler: str | None = None
     device: str | None = None
+    control_files: dict[str, str] = field(default_factory=dict)  # sha256 of each ControlNet file, by name
 
     def payload(self) -> dict[str, Any]:
         if self.renderer == "draft":
@@ -206,6 +258,8 @@ class RenderIdentity:
         }
         if self.upscaler is not None:
             out["upscaler"] = self.upscaler
+        if self.control_files:
+            out["control_files"] = self.control_files
         return out
 
 
@@ -235,7 +289,10 @@ class Renderer(Protocol):
 
 def job_hash(job: PanelJob, renderer: Renderer) -> str:
     """The content address of a panel render: its pixel spec plus its renderer's identity."""
-    payload = {"spec": job.pixel_spec(), "renderer": renderer.identity(job).payload()}
+    payload: dict[str, Any] = {"spec": job.pixel_spec(), "renderer": renderer.identity(job).payload()}
+    if job.base is not None:
+        # An inpaint over the panel's own render: that render is known by its own hash.
+        payload["base"] = job_hash(job.base, renderer)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

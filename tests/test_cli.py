@@ -29,7 +29,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 def test_validate_ok_and_error(tmp_path):
     r = run("validate", str(DEMO), "--no-files")
     assert r.returncode == 0, r.stderr
-    assert "2 pages, 6 panels, 2 characters" in r.stdout
+    assert "3 pages, 7 panels, 2 characters" in r.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("title: x\npages:\n  - panels:\n      - scene: a\n        sead: 3\n")
     r = run("validate", str(bad))
@@ -47,7 +47,7 @@ def test_prompts_json_and_table():
     r = run("prompts", str(DEMO), "--json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    assert [row["panel"] for row in rows] == ["gate", "listen", "garden", "meet", "play", "smile"]
+    assert [row["panel"] for row in rows] == ["gate", "listen", "garden", "meet", "play", "smile", "encore"]
     meet = rows[3]
     assert [lo["name"] for lo in meet["loras"]] == [
         "Iku_Nakatani-000016_v1.0",
@@ -141,7 +141,7 @@ def test_render_single_panel_candidates_pick_and_layout(tmp_path):
     assert run("layout", str(story), "--out", str(out)).returncode == 2  # no real renders
     r = run("layout", str(story), "--out", str(out), "--draft")
     assert r.returncode == 0, r.stderr
-    assert "3 page image(s)" in r.stdout  # title page + 2 story pages
+    assert "4 page image(s)" in r.stdout  # title page + 3 story pages
 
 
 def test_subcommands_are_registered():

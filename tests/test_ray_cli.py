@@ -41,8 +41,8 @@ def test_build_and_candidates_with_ray_on_the_command_line(tmp_path: Path) -> No
     # `--ray` alone, before the story argument: a local Ray instance, started and stopped by the command.
     run = storyboard("build", "--ray", str(STORY), "--draft", "--out", str(tmp_path / "ray"))
     assert run.returncode == 0, run.stderr
-    assert "rendered 6 panel(s), reused 0 (draft)" in run.stdout
-    assert "ray: 6 panel(s) on 2 actor(s)" in run.stderr  # throughput at the end, per actor below it
+    assert "rendered 7 panel(s), reused 0 (draft)" in run.stdout
+    assert "ray: 7 panel(s) on 2 actor(s)" in run.stderr  # throughput at the end, per actor below it
     assert len([line for line in run.stderr.splitlines() if "panels/min" in line or "idle" in line]) == 2
     a, b = files(tmp_path / "local" / "demo" / "draft"), files(tmp_path / "ray" / "demo" / "draft")
     assert "the-garden-concert.pdf" in a and len(a) > 9 and a == b

@@ -110,8 +110,8 @@ def test_unchanged_jobs_keep_their_pixel_spec(tmp_path: Path) -> None:
     """A panel without regions hashes exactly as before regions existed (so caches stay valid):
     the digests below were computed by the code before this feature."""
     jobs = {j.panel_id: j for j in plan(load_story(ROOT / "stories" / "demo.yaml"))}
-    assert not jobs["gate"].regions and "regions" not in jobs["gate"].pixel_spec()
-    assert set(jobs["gate"].pixel_spec()) == {
+    assert not jobs["listen"].regions and "regions" not in jobs["listen"].pixel_spec()
+    assert set(jobs["listen"].pixel_spec()) == {
         "positive", "negative", "loras", "seed", "model", "vae", "sampler", "schedule", "steps",
         "cfg_scale", "size", "clip_skip", "hires", "noise_source",
     }  # fmt: skip

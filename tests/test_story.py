@@ -38,7 +38,7 @@ def load(text: str, tmp_path: Path, name: str = "s.yaml"):
 def test_demo_story_loads():
     loaded = load_story(ROOT / "stories" / "demo.yaml")
     s = loaded.story
-    assert [p.id for _, _, p in s.panels()] == ["gate", "listen", "garden", "meet", "play", "smile"]
+    assert [p.id for _, _, p in s.panels()] == ["gate", "listen", "garden", "meet", "play", "smile", "encore"]
     assert s.characters["iku"].lora == "Iku_Nakatani-000016_v1.0"  # from characters/iku.yaml
     assert s.characters["iku"].tag == "<lora:Iku_Nakatani-000016_v1.0:1>"
     assert s.render.sampler == "DPM++ 2S a Karras"

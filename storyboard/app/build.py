@@ -107,6 +107,7 @@ def build(
                     entries[j.panel_id] = _record(j, hashes[j.panel_id], store, renderer, None)
         last_write = time.monotonic()
         try:
+            todo = with_bases(todo, store, renderer)
             for done, result in enumerate(renderer.render(todo), start=1):
                 _refuse_nonfinite(result.job, result.image)
                 h = hashes[result.job.panel_id]
@@ -133,6 +134,41 @@ def build(
                 report.layout_files, warnings = layout_story(loaded, out_dir)
                 report.notes += warnings
     return report
+
+
+def with_bases(jobs: Sequence[PanelJob], store: PanelStore, renderer: Renderer) -> list[PanelJob]:
+    """The jobs, each inpaint over its panel's own render handed that render's stored file.
+
+    A base render not in the store yet is rendered first and stored under its own job hash (so the
+    next build, or a txt2img of the same panel, finds it); the panel file itself is not touched."""
+    bases = {job_hash(j.base, renderer): j.base for j in jobs if j.base is not None}
+    missing = [b for h, b in bases.items() if not store.has(h)]
+    for r in renderer.render(missing):
+        _refuse_nonfinite(r.job, r.image)
+        h = job_hash(r.job, renderer)
+        if not store.has(h):
+            store.put(h, png_bytes(r.image, r.infotext))
+    out = []
+    for j in jobs:
+        if j.base is not None and j.img2img is not None:
+            path = str(store.cache_path(job_hash(j.base, renderer)))
+            j = replace(j, img2img=replace(j.img2img, base_render=path))
+        out.append(j)
+    return out
+
+
+def render_one(out_dir: Path, renderer: Renderer, job: PanelJob, dst: Path) -> Path:
+    """One job's render (from the store, else rendered and stored) copied to `dst` in `out_dir`;
+    the panel file is not touched (a preview)."""
+    store = PanelStore(out_dir)
+    h = job_hash(job, renderer)
+    with store.lock():
+        if not store.has(h):
+            for r in renderer.render(with_bases([job], store, renderer)):
+                _refuse_nonfinite(r.job, r.image)
+                if not store.has(h):
+                    store.put(h, png_bytes(r.image, r.infotext))
+        return store.copy_out(h, dst)
 
 
 def _refuse_nonfinite(job: PanelJob, image: Image.Image) -> None:
@@ -212,7 +248,7 @@ def render_candidates(
                 place(j.seed, h)
             else:
                 todo.append(j)
-        for r in renderer.render(todo):
+        for r in renderer.render(with_bases(todo, store, renderer)):
             h = job_hash(r.job, renderer)
             if not store.has(h):  # a Ray actor may have stored it already
                 store.put(h, png_bytes(r.image, r.infotext))

@@ -23,6 +23,7 @@ from storyboard.app.build import (
     png_bytes,
     render_candidates,
 )
+from storyboard.app.input_checks import img2img_problems
 from storyboard.app.store import PanelStore
 from storyboard.errors import StoryboardError
 from storyboard.jobs import PanelJob, Renderer
@@ -64,7 +65,7 @@ def validate(story: Path, *, files: bool = True) -> StorySummary:
     file:line:column."""
     loaded = load_story(story)
     jobs = plan(loaded)
-    problems = prompt_problems(loaded, jobs)
+    problems = prompt_problems(loaded, jobs) + img2img_problems(loaded, jobs)
     if files:
         problems += file_problems(loaded, jobs)
     if problems:
@@ -105,6 +106,10 @@ def file_problems(loaded: LoadedStory, jobs: Sequence[PanelJob]) -> list[str]:
     for p in validate_files(jobs, loaded.base_dir):
         if p.field[0] == "lora":
             loc = lora_location(loaded, p.panel_id, p.field[1], p.field[2])
+        elif p.field[0] == "control":
+            from storyboard.story.inputs import control_location
+
+            loc = (*control_location(loaded, p.panel_id), int(p.field[1]), p.field[2])
         else:
             loc = setting_location(loaded, p.panel_id, p.field)
         out.append(f"{position_of(loaded, loc)}: {_dotted(loc)}: {p.message}")
@@ -180,7 +185,7 @@ def _local_renderer(loaded: LoadedStory, *, draft: bool, quiet: bool) -> Rendere
     if draft:
         return DraftRenderer()
     jobs = plan(loaded)
-    problems = prompt_problems(loaded, jobs) + file_problems(loaded, jobs)
+    problems = prompt_problems(loaded, jobs) + img2img_problems(loaded, jobs) + file_problems(loaded, jobs)
     if problems:
         raise FilesMissing(problems, loaded.path)
     from storyboard.render.engine import DiffusersRenderer

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from storyboard.app.build import BuildReport, ProgressFn, build, render_candidates
 from storyboard.app.operations import make_renderer
@@ -115,3 +116,19 @@ def render_candidate_batch(
         loaded, out, renderer, panel_id, seeds, draft=is_draft(renderer), on_each=on_each
     )
     return sheet
+
+
+def keep_direction(
+    story: Path, out: Path, panel_id: str, direction: Any, *, version: str, draft: bool
+) -> str:
+    """Keep a previewed direction (app/direct_ops.py): its pictures beside the story, its keys in the
+    story file, refused when the file is not the version the page showed; the new version."""
+    from storyboard.app.direct_ops import keep_text
+    from storyboard.writes import atomic_write_text
+
+    with _STORY_WRITE:
+        text = _check_version(story, version)
+        new = keep_text(story, out, panel_id, direction, draft=draft)
+        if new != text:
+            atomic_write_text(story, new)
+        return text_version(new)

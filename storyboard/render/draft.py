@@ -40,6 +40,14 @@ def _tint(panel_id: str) -> tuple[int, int, int]:
 def draw_draft(job: PanelJob) -> Image.Image:
     w, h = job.output_size
     img = Image.new("RGB", (w, h), _tint(job.panel_id))
+    if job.has_input("init"):
+        # A panel drawn from a rough shows the rough, faded, fitted as its resize mode fits it.
+        from storyboard.input_images import load_input_image
+        from storyboard.render.inpaint_mask import RESIZE_MODES, resize_image
+
+        mode = RESIZE_MODES.index(job.img2img.resize_mode) if job.img2img else 0
+        rough = resize_image(min(mode, 2), load_input_image(job.input_image("init").path), w, h)
+        img = Image.blend(img, rough, 0.5)
     d = ImageDraw.Draw(img)
     border = max(2, w // 200)
     d.rectangle([0, 0, w - 1, h - 1], outline=(60, 60, 60), width=border)

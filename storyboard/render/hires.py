@@ -33,21 +33,33 @@ LATENT_UPSCALERS: dict[str, tuple[str, bool]] = {
 PIXEL_UPSCALERS_WITHOUT_MODEL = ("Lanczos", "None")
 
 
-def img2img_steps(steps: int, denoising_strength: float) -> tuple[int, int]:
-    """WebUI ``setup_img2img_steps`` with explicit steps: (schedule length, t_enc)."""
-    if not 0 < denoising_strength <= 1:
+def img2img_steps(steps: int, denoising_strength: float, *, fix_steps: bool = True) -> tuple[int, int]:
+    """WebUI ``setup_img2img_steps``: (schedule length, t_enc); the pass runs t_enc + 1 steps.
+
+    With explicit steps (the hires pass) or WebUI's img2img_fix_steps option, a longer schedule is
+    entered so that exactly `steps` steps run; otherwise (img2img's default) the `steps`-long
+    schedule is entered so that int(steps * d) + 1 steps run.
+
+    >>> img2img_steps(20, 0.75, fix_steps=False), img2img_steps(20, 0.75)
+    ((20, 15), (26, 19))
+    """
+    if fix_steps and not 0 < denoising_strength <= 1:
         raise StoryboardError(
             f"Denoising strength {denoising_strength} is out of range.",
             hint="use a value above 0 and at most 1 (WebUI's hires default is 0.7)",
         )
+    if not fix_steps:
+        return steps, int(min(denoising_strength, 0.999) * steps)
     total = int(steps / min(denoising_strength, 0.999))
     return total, steps - 1
 
 
-def img2img_sigmas(schedule_fn: Callable[[int], Tensor], steps: int, denoising_strength: float) -> Tensor:
-    """The second-pass sigmas: schedule_fn(n) gives an n-step schedule (n+1 sigmas ending in 0);
-    WebUI builds int(steps / d) steps and enters it so that `steps` steps remain."""
-    total, t_enc = img2img_steps(steps, denoising_strength)
+def img2img_sigmas(
+    schedule_fn: Callable[[int], Tensor], steps: int, denoising_strength: float, *, fix_steps: bool = True
+) -> Tensor:
+    """The img2img (and hires) pass's sigmas: schedule_fn(n) gives an n-step schedule (n+1 sigmas
+    ending in 0), entered at index n - t_enc - 1 as WebUI's ``sample_img2img`` does."""
+    total, t_enc = img2img_steps(steps, denoising_strength, fix_steps=fix_steps)
     sigmas = schedule_fn(total)
     return sigmas[total - t_enc - 1 :]
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from storyboard import __version__
 
 if TYPE_CHECKING:
+    from storyboard.jobs import PanelJob
     from storyboard.prompt.embeddings import Embedding
     from storyboard.render.resolve import ResolvedJob, Resolver
 
@@ -217,7 +218,9 @@ def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embed
         model=ckpt.name,
         vae_hash=hashes.sha(vae.path)[:10] if vae and vae.path.is_file() else None,
         vae=vae.path.name if vae else None,
-        denoising_strength=hr.denoising_strength if hr else None,
+        denoising_strength=job.img2img.denoising_strength
+        if job.img2img is not None
+        else (hr.denoising_strength if hr else None),
         clip_skip=s.clip_skip,
         rng="CPU" if s.noise_source == "cpu" else "GPU",
         hires_sampler=hr_spec.infotext_name
@@ -233,9 +236,22 @@ def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embed
         hires_upscaler=hr.upscaler if hr else None,
         lora_hashes=lora_hash_pairs(rj, hashes),
         ti_hashes=[(e.name, e.shorthash) for e in embeddings],
-        extra={**regional_infotext(job), **schedule_infotext(rj)},
+        extra={
+            **inpaint_infotext(job),
+            **regional_infotext(job),
+            **schedule_infotext(rj),
+            **_control_infotext(rj),
+        },
     )
     return info.text()
+
+
+def _control_infotext(rj: ResolvedJob) -> dict[str, object]:
+    if not rj.job.control:
+        return {}
+    from storyboard.render.control.files import control_infotext
+
+    return control_infotext(rj.job.control, rj.controls)
 
 
 def schedule_infotext(rj: ResolvedJob) -> dict[str, object]:
@@ -250,4 +266,22 @@ def schedule_infotext(rj: ResolvedJob) -> dict[str, object]:
         out["Noise Schedule"] = "Zero Terminal SNR"
     if rj.settings.cfg_rescale > 0:
         out["CFG Rescale"] = rj.settings.cfg_rescale
+    return out
+
+
+def inpaint_infotext(job: PanelJob) -> dict[str, object]:
+    """WebUI's inpaint parameters, only where its img2img ``init`` writes them: "Mask blur" (above
+    0), "Inpaint area: Only masked" with "Masked area padding", "Masked content" (not for original).
+    ("Denoising strength" is a field of its own.)"""
+    inpaint = job.inpaint
+    if inpaint is None:
+        return {}
+    out: dict[str, object] = {}
+    if inpaint.mask_blur > 0:
+        out["Mask blur"] = inpaint.mask_blur
+    if inpaint.full_res:
+        out["Inpaint area"] = "Only masked"
+        out["Masked area padding"] = inpaint.padding
+    if inpaint.masked_content != "original":
+        out["Masked content"] = inpaint.masked_content
     return out

@@ -23,6 +23,7 @@ from storyboard.app import review_ops
 from storyboard.app.build import output_dir
 from storyboard.errors import StoryboardError
 from storyboard.review import security
+from storyboard.review.direct import add_direct_routes
 from storyboard.review.view import PanelView, StoryView, story_view
 from storyboard.review.worker import Job, RenderQueue
 from storyboard.story.edit import LineEdit
@@ -252,4 +253,5 @@ def create_app(session: Session) -> FastAPI:
         field = '<input type="hidden" id="story-version" name="version" value="{}" hx-swap-oob="true">'
         return field.format(escape(version))
 
+    add_direct_routes(app, session, page, form, dom_id)
     return app

@@ -170,7 +170,7 @@ def _view(loaded: LoadedStory, jobs: list[PanelJob], out: Path, version: str, dr
             characters=names,
             dialogue=[Line(d.speaker or "", d.text, d.kind) for d in p.dialogue],
             seed=job.seed,
-            seed_in_file=p.seed is not None,
+            seed_in_file=p.seed is not None if p.inpaint is None else p.inpaint.seed is not None,
             settings=_settings(job),
             image=_ref(root, store.panel_path(p.id)),
             candidates=_candidates(root, p.id),

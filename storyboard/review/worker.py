@@ -24,7 +24,7 @@ from storyboard.jobs import Renderer
 from storyboard.story.load import load_story
 from storyboard.story.plan import plan
 
-JobKind = Literal["build", "render", "reroll", "candidates", "layout"]
+JobKind = Literal["build", "render", "reroll", "candidates", "layout", "direct"]
 JobState = Literal["queued", "running", "done", "failed"]
 KEEP_FINISHED = 20  # finished jobs the page still lists
 
@@ -42,6 +42,7 @@ class Job:
     total: int = 0
     finished: list[int] = field(default_factory=list)  # candidate seeds written so far
     error: str | None = None
+    direction: object = None  # a "direct" preview's app.direct_ops.Direction
 
     @property
     def active(self) -> bool:
@@ -60,6 +61,7 @@ class Job:
             "reroll": f"reroll {self.panel} (seed {self.seeds[0] if self.seeds else '?'})",
             "candidates": f"{len(self.seeds)} candidates of {self.panel}",
             "layout": "lay out pages",
+            "direct": f"preview {self.panel} as directed",
         }[self.kind]
         return what
 
@@ -85,15 +87,17 @@ class RenderQueue:
         self._thread.start()
 
     # -- the page's side ------------------------------------------------------------------------
-    def submit(self, kind: JobKind, panel: str | None = None, count: int = 0) -> Job:
+    def submit(
+        self, kind: JobKind, panel: str | None = None, count: int = 0, direction: object = None
+    ) -> Job:
         """Queue a request, or return the equal one already waiting or running."""
         if panel is not None:
             load_story(self.story).story.panel(panel)  # unknown id: a sentence, before queueing
         with self._lock:
             for job in self._jobs:
-                if job.active and job.same_request(kind, panel, count):
+                if job.active and job.same_request(kind, panel, count) and job.direction == direction:
                     return job
-            job = Job(next(self._ids), kind, panel, self._seeds(kind, panel, count))
+            job = Job(next(self._ids), kind, panel, self._seeds(kind, panel, count), direction=direction)
             job.total = len(job.seeds) or (1 if panel else 0)
             self._jobs.append(job)
             self._changed()
@@ -176,6 +180,12 @@ class RenderQueue:
         r, story, out = self._renderer, self.story, self.out
         if job.kind == "layout":
             layout(story, out, draft=review_ops.is_draft(r))
+            return
+        if job.kind == "direct" and job.panel:
+            from storyboard.app.direct_ops import Direction, preview
+
+            assert isinstance(job.direction, Direction)
+            preview(story, out, r, job.panel, job.direction, draft=review_ops.is_draft(r))
             return
         if job.kind == "build":
             review_ops.render_panels(story, out, r, progress=self._progress(job))

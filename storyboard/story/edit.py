@@ -55,6 +55,53 @@ def _set(node: CommentedMap, key: str, value: str | None, after: str | None) -> 
     node.insert(pos, key, value)
 
 
+def _panel_node(text: str, path: Path, panel_id: str) -> tuple[Any, Any, CommentedMap]:
+    """The round-trip YAML, its data and the panel's mapping in it."""
+    loaded = load_story_text(text, path)  # resolves default ids like p1.3
+    target = next(((pi - 1, ni - 1) for pi, ni, p in loaded.story.panels() if p.id == panel_id), None)
+    if target is None:
+        loaded.story.panel(panel_id)  # raises with suggestions
+        raise AssertionError("unreachable")
+    yaml, data = load_round_trip(text)
+    node = data["pages"][target[0]]["panels"][target[1]]
+    if not isinstance(node, CommentedMap):
+        raise StoryboardError(f"{path}: panel {panel_id} is not a mapping; cannot edit it.")
+    return yaml, data, node
+
+
+def _dump_checked(yaml: Any, data: Any, path: Path) -> str:
+    buf = io.StringIO()
+    yaml.dump(data, buf)
+    new_text = buf.getvalue()
+    load_story_text(new_text, path)  # the same checks, and messages, as `storyboard validate`
+    return new_text
+
+
+DIRECTION_KEYS = ("init_image", "denoising_strength", "resize_mode", "inpaint")
+
+
+def direct_panel_text(text: str, path: Path, panel_id: str, direction: dict[str, Any]) -> str:
+    """`text` with the panel's img2img / inpaint keys (``DIRECTION_KEYS``) set as `direction`
+    says: a key missing or None there is removed; an ``inpaint`` mapping is written in flow style.
+    Raises StoryError (validate's messages) when the result is not a valid story."""
+    yaml, data, node = _panel_node(text, path, panel_id)
+    for key in DIRECTION_KEYS:
+        value = direction.get(key)
+        if value is None:
+            if key in node:
+                del node[key]
+            continue
+        if isinstance(value, dict):
+            flow = CommentedMap(value)
+            flow.fa.set_flow_style()
+            value = flow
+        if key in node:
+            node[key] = value
+        else:
+            node.insert(len(node), key, value)
+    return _dump_checked(yaml, data, path)
+
+
 def edit_panel_text(
     text: str,
     path: Path,
@@ -69,15 +116,7 @@ def edit_panel_text(
     `None` leaves a field as it is. Dialogue edits change existing lines only, one per line, in order.
     Raises StoryError (validate's messages, positions in `path`) when the result is not a valid story.
     """
-    loaded = load_story_text(text, path)  # resolves default ids like p1.3
-    target = next(((pi - 1, ni - 1) for pi, ni, p in loaded.story.panels() if p.id == panel_id), None)
-    if target is None:
-        loaded.story.panel(panel_id)  # raises with suggestions
-        raise AssertionError("unreachable")
-    yaml, data = load_round_trip(text)
-    node = data["pages"][target[0]]["panels"][target[1]]
-    if not isinstance(node, CommentedMap):
-        raise StoryboardError(f"{path}: panel {panel_id} is not a mapping; cannot edit it.")
+    yaml, data, node = _panel_node(text, path, panel_id)
     if scene is not None:
         if "scene" not in node:
             raise StoryboardError(f"{path}: panel {panel_id} has no scene to edit.")
@@ -98,8 +137,4 @@ def edit_panel_text(
             _set(line, "speaker", new.speaker.strip() if new.speaker else None, after=None)
             if line.get("text") != new.text:
                 line["text"] = _same_style(line.get("text"), new.text)
-    buf = io.StringIO()
-    yaml.dump(data, buf)
-    new_text = buf.getvalue()
-    load_story_text(new_text, path)  # the same checks, and messages, as `storyboard validate`
-    return new_text
+    return _dump_checked(yaml, data, path)

@@ -8,8 +8,8 @@ from pathlib import Path
 from ruamel.yaml.comments import CommentedMap
 
 from storyboard.errors import StoryboardError
+from storyboard.story.base import MAX_SEED
 from storyboard.story.load import load_story
-from storyboard.story.schema import MAX_SEED
 from storyboard.story.yaml_source import load_round_trip
 from storyboard.writes import write_user_file
 
@@ -30,7 +30,12 @@ def pick_seed(story_path: Path, panel_id: str, seed: int) -> None:
     node = data["pages"][target[0]]["panels"][target[1]]
     if not isinstance(node, CommentedMap):
         raise StoryboardError(f"{story_path}: panel {panel_id} is not a mapping; cannot set its seed.")
-    if "seed" in node:
+    inpaint = node.get("inpaint")
+    if isinstance(inpaint, CommentedMap):
+        # An inpaint panel's candidates vary the repainted part: its own seed (the panel's seed
+        # keeps drawing the picture under it).
+        inpaint["seed"] = seed
+    elif "seed" in node:
         node["seed"] = seed
     else:
         # After the scene line, where writers look for it; flow-style panels stay flow-style.

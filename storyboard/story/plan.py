@@ -9,15 +9,19 @@ the composed prompt are only what the user and WebUI's infotext see.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 from storyboard.jobs import PanelJob, RegionJob
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks
+from storyboard.story.base import MAX_SEED
 from storyboard.story.compose import compose, panel_context, template_dirs
 from storyboard.story.frames import panel_frames
-from storyboard.story.load import LoadedStory
+from storyboard.story.img2img import img2img_job
+from storyboard.story.inputs import control_inputs
+from storyboard.story.load import LoadedStory, StoryError
 from storyboard.story.regions import Box, parse_split, split_boxes, split_ratios
-from storyboard.story.schema import MAX_SEED, Panel, RenderSettings, Story
+from storyboard.story.schema import Panel, RenderSettings, Story
 
 
 def derive_seed(seed_base: str, panel_id: str) -> int:
@@ -36,6 +40,7 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
     seed_base = story.seed_base if story.seed_base is not None else story.title
     frames = panel_frames(loaded)
     jobs = []
+    problems: list[str] = []  # input images that cannot be used, each at its field's line
     for page, index, panel in story.panels():
         placed = region_boxes(panel, rtl=story.layout.reading_direction == "rtl")
         if len(placed) == 1 and placed[0][1] == WHOLE_PANEL:
@@ -61,9 +66,14 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
             characters=tuple(panel.characters),
             scene=panel.scene,
         )
+        control, inputs = control_inputs(loaded, panel, problems)
+        if control:
+            job = replace(job, control=control, inputs=(*job.inputs, *inputs))
         if placed:
             job = regional_job(job, story, (page, index, panel), settings, dirs, placed)
-        jobs.append(job)
+        jobs.append(img2img_job(loaded, job, panel, problems))
+    if problems:
+        raise StoryError(problems)
     return jobs
 
 
@@ -117,8 +127,6 @@ def regional_job(
     as if only its character were present (plus the region's words), so it carries that
     character's triggers and LoRA tag and nobody else's; the shared prompt is the panel composed
     with no character."""
-    from dataclasses import replace
-
     page, index, panel = where
 
     def composed(characters: list[str], scene: str) -> tuple[str, tuple[LoraUse, ...]]:

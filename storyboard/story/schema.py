@@ -8,36 +8,26 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    ValidationError,
-    ValidationInfo,
-    ValidatorFunctionWrapHandler,
-    WrapValidator,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from storyboard.layout.types import LayoutSettings
 from storyboard.prompt.extra_networks import LoraUse
+from storyboard.story.base import MAX_SEED, Strict
+from storyboard.story.control import ControlUnit
+from storyboard.story.direction import DENOISING_HELP, FIX_STEPS_HELP, Inpaint, ResizeMode
 from storyboard.story.presets import PresetName, with_preset
-from storyboard.story.regions import check_box, parse_split, region_list_problems
+from storyboard.story.region_fields import RegionalSettings, RegionsField, _regions_schema
 
 PANEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CHARACTER_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
-# WebUI's seeds are drawn from [0, 4294967294]; -1 there means "random", which a comic cannot use.
-MAX_SEED = 4294967294
 # Beyond this a LoRA's weights overflow fp16 and the panel renders black; the loader warns from 3 on.
 MAX_LORA_WEIGHT = 20.0
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class LoraSpec(Strict):
@@ -143,27 +133,6 @@ class ModelFolderSettings(Strict):
     upscalers: list[Path] = Field(default_factory=list)
 
 
-class RegionalSettings(Strict):
-    """How panels with regions render (Regional Prompter's latent mode settings)."""
-
-    base_ratio: float = Field(
-        0.0, ge=0.0, le=1.0, description="Share of the shared (scene) prompt mixed into each region."
-    )
-    lora_stop_step: int = Field(
-        0, ge=0, le=150, description="Region LoRAs apply for this many steps, then the shared set; 0 = all."
-    )
-    hires_lora_stop_step: int = Field(0, ge=0, le=150, description="The same for the hires pass.")
-    feather: float = Field(
-        0.05, ge=0.0, le=0.5, description="Width of the soft region edges, as a fraction of the shorter side."
-    )
-    negative_loras: Literal["region", "shared"] = Field(
-        "region",
-        description="LoRAs the negative prompt runs under in each region: 'region' = that region's own "
-        "set, as in the character's solo panel (a LoRA acts as strongly as alone); 'shared' = the shared "
-        "set only, as WebUI's Regional Prompter does (a region's LoRA then acts several times stronger).",
-    )
-
-
 class RenderSettings(Strict):
     """Generation settings, spelled as WebUI spells them."""
 
@@ -221,11 +190,15 @@ class RenderSettings(Strict):
         description="Force the zero-terminal-SNR noise schedule on or off; default: the checkpoint's "
         "ztsnr marker (WebUI's 'Noise Schedule: Zero Terminal SNR').",
     )
+    img2img_fix_steps: bool = Field(False, description=FIX_STEPS_HELP)
     cfg_rescale: float = Field(
         0.0,
         ge=0.0,
         le=1.0,
         description="CFG rescale (WebUI's CFG Rescale extension): 0 = off, ~0.7 for v-pred.",
+    )
+    control: list[ControlUnit] = Field(
+        default_factory=list, description="ControlNet units of every panel (a panel's own `control:` wins)."
     )
 
     @model_validator(mode="before")
@@ -262,65 +235,6 @@ class DialogueLine(Strict):
         return v
 
 
-class Region(Strict):
-    """Where one character of the panel is, and what only that part of the picture gets."""
-
-    character: str = Field(description="Id of a character of this panel.")
-    box: tuple[float, float, float, float] | None = Field(
-        None, description="[x0, y0, x1, y1] as fractions of the panel (y down); none = columns in order."
-    )
-    prompt: str = Field("", description="Prompt words for this region only (added to the scene).")
-
-    @field_validator("box", mode="before")
-    @classmethod
-    def _four(cls, v: Any) -> Any:
-        # Before the tuple schema, whose own words for [0, 0, 0.5] are "box[3]: field required".
-        return check_box(v) if isinstance(v, (list, tuple)) and len(v) != 4 else v
-
-    @field_validator("box")
-    @classmethod
-    def _inside(cls, v: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
-        return None if v is None else check_box(v)
-
-
-def _split_or_regions(v: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
-    # Only a list goes through the list schema, so an error in one region keeps its own path
-    # (regions[1].box) and thus its line in the file; so do the list's checks against the panel's
-    # characters (declared before regions, so validated already and in info.data).
-    chars: list[str] = info.data.get("characters", [])
-    if isinstance(v, str):
-        if v.strip().lower() == "none":
-            return "none"
-        _, ratios = parse_split(v)
-        if ratios and len(ratios) != len(chars):
-            raise ValueError(
-                f"the split has {len(ratios)} parts but the panel has {len(chars)} characters "
-                f"({', '.join(chars) or 'none'}); give one ratio per character"
-            )
-        return v.strip()
-    regions = handler(v)
-    problems = region_list_problems([(r.character, r.box is not None) for r in regions or []], chars)
-    if problems:
-        errors = [
-            InitErrorDetails(type=PydanticCustomError("value_error", msg), loc=loc, input=v)
-            for loc, msg in problems
-        ]
-        raise ValidationError.from_exception_data("Panel.regions", errors)
-    return regions
-
-
-def _regions_schema(schema: dict[str, Any]) -> None:
-    schema.setdefault("anyOf", []).insert(
-        0, {"type": "string", "description": "'none', or a split such as 'columns 1,1' or 'rows 2,1'"}
-    )
-
-
-if TYPE_CHECKING:
-    RegionsField = str | list[Region] | None
-else:
-    RegionsField = Annotated[list[Region] | None, WrapValidator(_split_or_regions)]
-
-
 class Panel(Strict):
     id: str | None = Field(None, description="Stable panel id; default 'p<page>.<n>'.")
     scene: str = Field(description="What happens in the panel, in prompt words.")
@@ -331,12 +245,22 @@ class Panel(Strict):
     negative: str = Field("", description="Added to this panel's negative prompt.")
     focus: tuple[float, float] = Field((0.5, 0.4), description="Crop focus point [x, y] in the image.")
     render: dict[str, Any] = Field(default_factory=dict, description="Overrides of any render setting.")
+    control: list[ControlUnit] | None = Field(
+        None, description="ControlNet units (pose, sketch, depth...); [] = none; default: render.control."
+    )
     regions: RegionsField = Field(
         None,
         json_schema_extra=_regions_schema,
         description="Where each character is: 'none', a split ('columns 1,1', 'rows 2,1'), or a list of "
         "regions; default for two or more characters: equal columns in the order listed.",
     )
+    # img2img and inpaint (story/direction.py)
+    init_image: Path | None = Field(None, description="img2img: draw the panel from this picture.")
+    denoising_strength: float | None = Field(
+        None, ge=0, le=1, allow_inf_nan=False, description=DENOISING_HELP
+    )
+    resize_mode: ResizeMode = Field("Just resize", description="How the init image fits the panel (WebUI's).")
+    inpaint: Inpaint | None = Field(None, description="Repaint part of the panel through a mask or a box.")
 
     @field_validator("id")
     @classmethod
