@@ -109,9 +109,11 @@ def variants(line: str) -> list[str]:
 
 def fresh_copy(src: Path, dest: Path) -> Path:
     """The repository's tracked files (what a clone holds) copied to dest; nothing built, no output."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=src, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=src, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         if (src / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,11 @@ def prompts_json(c: Ctx) -> None:
     rows = json.loads(c.result.stdout)
     assert [r["panel"] for r in rows] == ["gate", "listen", "garden", "meet", "play", "smile"]
     meet = rows[3]
-    assert [lo["name"] for lo in meet["loras"]] == ["Iku_Nakatani-000016_v1.0", "Haru_guitar_boy_v2", "blindbox_v1_mix"]
+    assert [lo["name"] for lo in meet["loras"]] == [
+        "Iku_Nakatani-000016_v1.0",
+        "Haru_guitar_boy_v2",
+        "blindbox_v1_mix",
+    ]
     assert meet["size"] == [616, 464] and rows[4]["seed"] == 3447412781
 
 
@@ -139,7 +143,9 @@ def lora_inspect_with_webui(c: Ctx) -> None:
     # As the README says: link (here: put) your WebUI's LoRA under webui/ and the same line works.
     lora_dir = c.root / "webui/models/Lora"
     lora_dir.mkdir(parents=True)
-    (lora_dir / "Iku_Nakatani-000016_v1.0.safetensors").symlink_to(c.root / TINY / "models/Lora/tiny-character.safetensors")
+    (lora_dir / "Iku_Nakatani-000016_v1.0.safetensors").symlink_to(
+        c.root / TINY / "models/Lora/tiny-character.safetensors"
+    )
     try:
         r = run("storyboard lora inspect Iku_Nakatani-000016_v1.0 --lora-dir webui/models/Lora", c.root)
         assert r.returncode == 0, r.stderr
@@ -231,7 +237,9 @@ SPEC: dict[str, Spec | str] = {
     ),
     "storyboard prompts stories/demo.yaml [--json]": Spec(
         {
-            "storyboard prompts stories/demo.yaml": Expect(0, ("gate", "meet", "smile", "616x464 -> 1232x928")),
+            "storyboard prompts stories/demo.yaml": Expect(
+                0, ("gate", "meet", "smile", "616x464 -> 1232x928")
+            ),
             "storyboard prompts stories/demo.yaml --json": Expect(0, check=prompts_json),
         }
     ),
@@ -242,7 +250,10 @@ SPEC: dict[str, Spec | str] = {
                 0,
                 ("The Garden Concert: rendered 6 panel(s), reused 0 (draft) -> ",),
                 files=(
-                    *(f"output/demo/draft/panels/{p}.png" for p in ("gate", "listen", "garden", "meet", "play", "smile")),
+                    *(
+                        f"output/demo/draft/panels/{p}.png"
+                        for p in ("gate", "listen", "garden", "meet", "play", "smile")
+                    ),
                     "output/demo/draft/the-garden-concert.pdf",
                     "output/demo/draft/the-garden-concert.cbz",
                     "output/demo/draft/pages/page-001.png",
@@ -290,7 +301,8 @@ SPEC: dict[str, Spec | str] = {
     "storyboard lora inspect Iku_Nakatani-000016_v1.0 --lora-dir webui/models/Lora": Spec(
         {
             "storyboard lora inspect Iku_Nakatani-000016_v1.0 --lora-dir webui/models/Lora": Expect(
-                2, ("No lora named 'Iku_Nakatani-000016_v1.0' was found in webui/models/Lora.",),
+                2,
+                ("No lora named 'Iku_Nakatani-000016_v1.0' was found in webui/models/Lora.",),
                 check=lora_inspect_with_webui,
             )
         }
@@ -302,7 +314,10 @@ SPEC: dict[str, Spec | str] = {
                 0, ("text encoder 0.8, UNet 0.8",), outside=("merged.safetensors",), check=merged
             )
         },
-        {"MODEL": f"{TINY}/models/Stable-diffusion/tiny-sd.safetensors", "NAME": f"{TINY}/models/Lora/tiny-character.safetensors"},
+        {
+            "MODEL": f"{TINY}/models/Stable-diffusion/tiny-sd.safetensors",
+            "NAME": f"{TINY}/models/Lora/tiny-character.safetensors",
+        },
     ),
     "storyboard dev tiny-model DIR": Spec(
         {
@@ -337,7 +352,9 @@ SPEC: dict[str, Spec | str] = {
     # failure one step on. So: the documented offline failure, naming the fetch command. The check
     # itself on stand-in models is tests/test_check_cli.py and tests/test_check_fix.py.
     "storyboard check stories/demo.yaml": Spec({"storyboard check stories/demo.yaml": CHECK}),
-    "storyboard check stories/demo.yaml --strict": Spec({"storyboard check stories/demo.yaml --strict": CHECK}),
+    "storyboard check stories/demo.yaml --strict": Spec(
+        {"storyboard check stories/demo.yaml --strict": CHECK}
+    ),
     "storyboard check stories/demo.yaml --fix --tries 4": Spec(
         {"storyboard check stories/demo.yaml --fix --tries 4": CHECK}
     ),
@@ -347,7 +364,10 @@ SPEC: dict[str, Spec | str] = {
     "storyboard pick stories/demo.yaml meet 1234567": Spec(
         {
             "storyboard pick stories/demo.yaml meet 1234567": Expect(
-                0, ("panel meet now has seed 1234567",), outside=("stories/demo.yaml",), check=picked(1234567, 1234)
+                0,
+                ("panel meet now has seed 1234567",),
+                outside=("stories/demo.yaml",),
+                check=picked(1234567, 1234),
             )
         }
     ),
@@ -357,10 +377,13 @@ SPEC: dict[str, Spec | str] = {
         {"storyboard review stories/demo.yaml --draft --no-open": REVIEW}
     ),
     # Validation comes before Ray starts: without the demo's models it fails at once, as a local build.
-    "storyboard build stories/demo.yaml --ray": Spec({"storyboard build stories/demo.yaml --ray": FAILS_MISSING}),
-    "storyboard build stories/demo.yaml --ray head:6379": "joins a running Ray cluster at head:6379 (none here)",
-    "storyboard build stories/demo.yaml --ray auto --ray-store /mnt/shared/demo": "joins a running Ray cluster "
-    "and a folder every node mounts (none here)",
+    "storyboard build stories/demo.yaml --ray": Spec(
+        {"storyboard build stories/demo.yaml --ray": FAILS_MISSING}
+    ),
+    "storyboard build stories/demo.yaml --ray head:6379": "joins a running Ray cluster (none here)",
+    "storyboard build stories/demo.yaml --ray auto --ray-store /mnt/shared/demo": (
+        "joins a running Ray cluster and a folder every node mounts (none here)"
+    ),
 }
 
 
@@ -505,9 +528,15 @@ def test_iterating_loop_on_the_tiny_demo(copy):
     lines = [c.line for c in COMMANDS]
     at = lines.index("storyboard render stories/demo.yaml --panel meet --candidates 4")
     render, pick, build = (ln.replace("stories/demo.yaml", story) for ln in lines[at : at + 3])
-    assert render.endswith("--panel meet --candidates 4") and pick.startswith("storyboard pick") and build == f"storyboard build {story}"
+    assert (
+        render.endswith("--panel meet --candidates 4")
+        and pick.startswith("storyboard pick")
+        and build == f"storyboard build {story}"
+    )
     panels = copy / "output/tiny-demo/panels"
-    kept = {p: ((panels / p).read_bytes(), (panels / p).stat().st_mtime_ns) for p in ("gate.png", "garden.png")}
+    kept = {
+        p: ((panels / p).read_bytes(), (panels / p).stat().st_mtime_ns) for p in ("gate.png", "garden.png")
+    }
 
     r = run(render, copy)
     assert r.returncode == 0, r.stderr
