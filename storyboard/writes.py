@@ -7,6 +7,11 @@ Confinement: the path must lie lexically inside the root, and nothing between th
 another disk); a symlink planted inside it (as `.lock`, `cache/` or `pages/`) is refused, never
 followed. Temp files are named `.<name>.<random>.tmp`, so a resumed build can find and remove the
 ones a killed build left (`remove_stale_temps`).
+
+A user's own file (the story `pick`, `check --fix` and the review page change, the files `init`
+creates) is written by `write_user_file` instead: at the path as typed, relative to the working
+directory; through a symlink to the link's target (the link stays, as an editor's save keeps it);
+with the file's permissions kept; and never over a file or into a folder marked read-only.
 """
 
 from __future__ import annotations
@@ -72,16 +77,21 @@ def safe_child(root: Path, *parts: str) -> Path:
     return confined(root, Path(*parts) if parts else Path("."))
 
 
-def write_bytes(root: Path, path: Path | str, data: bytes, *, durable: bool = True) -> Path:
+def write_bytes(
+    root: Path, path: Path | str, data: bytes, *, durable: bool = True, mode: int | None = None
+) -> Path:
     """THE write: `data` into `path` inside `root`, atomically. Returns the path written.
 
-    durable=False skips the fsync, for files that can be rebuilt (pages of a draft, thumbnails)."""
+    durable=False skips the fsync, for files that can be rebuilt (pages of a draft, thumbnails);
+    mode: the new file's permission bits (default: 0o644 less the umask)."""
     target = confined(root, path, make_parents=True)
     tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     # O_EXCL|O_NOFOLLOW: never through a link someone slipped in; the usual umask permissions.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)  # before the rename: never visible with other bits
             f.write(data)
             f.flush()
             if durable:
@@ -101,6 +111,53 @@ def atomic_write_bytes(path: Path, data: bytes, *, root: Path | None = None) -> 
     absolute here so that a relative path is never joined to its own folder a second time."""
     target = _abs(path)
     write_bytes(_abs(root) if root is not None else target.parent, target, data)
+
+
+def _not_writable(path: Path | str, what: str) -> StoryboardError:
+    return StoryboardError(
+        f"Cannot write {path}: {what}; nothing was changed.",
+        hint="make it writable (chmod u+w) and run the command again",
+    )
+
+
+def _read_only(path: Path) -> bool:
+    # The mode bits as well as access(): root may write anything, but a file nobody may write was
+    # marked read-only on purpose, and storyboard honours that for root too.
+    return not os.stat(path).st_mode & 0o222 or not os.access(path, os.W_OK)
+
+
+def write_user_file(path: Path, text: str) -> Path:
+    """Replace (or create) the user's file `path`, as typed, atomically; returns the file written.
+
+    A symlink is followed to its target, which is replaced; the link itself stays. An existing file
+    keeps its permission bits. A read-only file, or a folder where the file cannot be replaced
+    (atomic replacement creates a temp file beside it), is a StoryboardError naming `path`."""
+    target = Path(os.path.realpath(path))  # every link on the way, the file itself included
+    shown = f"{path} (a link to {target})" if os.path.islink(path) else str(path)
+    folder = target.parent
+    mode: int | None = None
+    if target.exists():
+        if not target.is_file():
+            raise StoryboardError(f"Cannot write {shown}: it is not a regular file; nothing was changed.")
+        if _read_only(target):
+            raise _not_writable(shown, "the file is read-only")
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    # The folder the temp file goes in, or (for a new project) the nearest one that exists and in
+    # which the missing ones will be made.
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StoryboardError(f"Cannot write {path}: {existing} is not a folder; nothing was changed.")
+    if _read_only(existing):
+        typed = os.path.dirname(path) or "."
+        where = typed if existing == folder and not os.path.islink(path) else str(existing)
+        raise _not_writable(shown, f"the folder {where} is read-only")
+    data = text.encode("utf-8")
+    try:
+        return write_bytes(folder, target, data, mode=mode)
+    except PermissionError:
+        raise _not_writable(shown, f"permission denied in {folder}") from None
 
 
 def atomic_write_text(path: Path, text: str, *, root: Path | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from storyboard.errors import StoryboardError
-from storyboard.writes import atomic_write_text
+from storyboard.writes import write_user_file
 
 EXAMPLE_CHARACTER = """\
 # A character bound to a LoRA. Put the LoRA file in your WebUI's models/Lora folder (or set
@@ -57,14 +57,14 @@ def init_project(directory: Path) -> list[Path]:
         directory / "stories" / "example.yaml": EXAMPLE_STORY,
         directory / "characters" / "mira.yaml": EXAMPLE_CHARACTER,
     }
-    existing = [p for p in files if p.exists()]
+    existing = [p for p in files if p.exists() or p.is_symlink()]
     if existing:
         raise StoryboardError(
             f"{existing[0]} already exists; init does not overwrite files.",
             hint="choose an empty or new folder",
         )
     for path, text in files.items():
-        atomic_write_text(path, text)
+        write_user_file(path, text)
     (directory / "templates").mkdir(exist_ok=True)
     (directory / "output").mkdir(exist_ok=True)
     return list(files)

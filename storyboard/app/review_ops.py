@@ -52,13 +52,13 @@ def edit_panel(
     dialogue: list[LineEdit] | None = None,
 ) -> str:
     """Write the panel's new words into the story file; returns the file's new version."""
-    from storyboard.writes import atomic_write_text
+    from storyboard.writes import write_user_file
 
     with _STORY_WRITE:
         text = _check_version(story, version)
         new = edit_panel_text(text, story, panel_id, scene=scene, caption=caption, dialogue=dialogue)
         if new != text:
-            atomic_write_text(story, new)
+            write_user_file(story, new)
         return text_version(new)
 
 

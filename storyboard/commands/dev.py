@@ -17,6 +17,16 @@ app = typer.Typer(
 console = Console(highlight=False)
 
 
+def _wrote(rows: list[tuple[str, Path]], root: Path, model: str) -> None:
+    width = max(len(label) for label, _ in rows)
+    for label, path in rows:
+        console.print(f"wrote {label:<{width}} {path}", soft_wrap=True)  # a path is never broken
+    # webui_root is read relative to the story file, not the working directory: the hint gives the
+    # absolute path, which works from any story.
+    hint = f"use it in a story with `render: {{webui_root: {Path(root).resolve()}, model: {model}}}`"
+    console.print(hint, soft_wrap=True)
+
+
 @app.callback()
 def dev() -> None:
     """Developer tools: tiny random-weight models for trying storyboard offline."""
@@ -38,9 +48,7 @@ def tiny_model(
 
         xl = write_tiny_sdxl_model(out_dir, seed=seed)
         rows = [("checkpoint", xl.checkpoint), ("v-pred checkpoint", xl.vpred_checkpoint), ("VAE", xl.vae)]
-        for label, path in [*rows, *[("LoRA", p) for p in xl.loras]]:
-            console.print(f"wrote {label:<17} {path}")
-        console.print(f"use it in a story with `render: {{webui_root: {xl.root}, model: tiny-sdxl}}`")
+        _wrote([*rows, *[("LoRA", p) for p in xl.loras]], xl.root, "tiny-sdxl")
         return
     if family != "sd1":
         raise typer.BadParameter(f"unknown family {family!r}; use sd1 or sdxl", param_hint="--family")
@@ -54,9 +62,6 @@ def tiny_model(
         ("embedding", tiny.embedding),
         *[("LoRA", p) for p in tiny.loras],
     ]
-    for label, path in rows:
-        console.print(f"wrote {label:<16} {path}")
     if not tiny.loras:
         console.print("no LoRAs written (storyboard.models.lora_write is not available)")
-    # webui_root is read relative to the story file, so the hint gives the absolute path.
-    console.print(f"use it in a story with `render: {{webui_root: {tiny.root.resolve()}, model: tiny-sd}}`")
+    _wrote(rows, tiny.root, "tiny-sd")

@@ -94,12 +94,14 @@ def create_app(session: Session) -> FastAPI:
         return page("_render.html", status, p=p, job=job_for(p), oob=oob, extra=extra)
 
     def job_for(p: PanelView) -> Job | None:
-        job = session.queue.latest_for(p.id)
-        if job is not None and job.kind == "candidates":
-            # The latest batch first, in the order asked (the current seed leads), then older ones.
-            order = {s: i for i, s in enumerate(job.seeds)}
-            p.candidates.sort(key=lambda c: order.get(c[0], len(order)))
-        return job
+        batch = session.queue.latest_for(p.id, kind="candidates")
+        if batch is not None:
+            # The session's latest batch last, in the order its files were written (a candidate
+            # already on disk keeps its old file time); older candidates before it, oldest first.
+            order = {s: i for i, s in enumerate(batch.finished)}
+            p.candidates.sort(key=lambda c: order.get(c[0], -1))
+            p.candidate_count = len(batch.seeds)  # the count the user asked for, not the default
+        return session.queue.latest_for(p.id)
 
     def error(message: str, target: str, status: int) -> HTMLResponse:
         response = page("_message.html", status, message=message, kind="error")

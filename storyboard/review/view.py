@@ -15,6 +15,7 @@ from storyboard.story.load import LoadedStory, load_story
 from storyboard.story.plan import plan
 
 MAX_CANDIDATES_SHOWN = 12
+DEFAULT_CANDIDATES = 3  # the page's candidate count until the user asks for another
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class PanelView:
     image_seed: int | None = None
     stale: bool = False  # the image was made from other prompt words than the file has now
     preview: bool = False  # the image is a reroll with another seed than the file's (keep it: pick)
-    candidates: list[tuple[int, FileRef]] = field(default_factory=list)
+    candidates: list[tuple[int, FileRef]] = field(default_factory=list)  # in the order rendered
+    candidate_count: int = DEFAULT_CANDIDATES  # the count of the last batch asked for
     scores: list[Score] = field(default_factory=list)
     occm: float | None = None
     flagged: bool = False
@@ -106,8 +108,9 @@ def _candidates(root: Path, panel_id: str) -> list[tuple[int, FileRef]]:
         ref = _ref(root, f)
         if ref and f.stem[5:].isdigit():
             found.append((int(f.stem[5:]), ref))
-    found.sort(key=lambda c: -c[1].stamp)  # newest first
-    return found[:MAX_CANDIDATES_SHOWN]
+    # The newest ones, shown in the order they were written: the order they were rendered.
+    found.sort(key=lambda c: -c[1].stamp)
+    return sorted(found[:MAX_CANDIDATES_SHOWN], key=lambda c: c[1].stamp)
 
 
 def _check(root: Path, panels: dict[str, PanelView]) -> str | None:

@@ -104,11 +104,15 @@ class RenderQueue:
         with self._lock:
             return list(self._jobs)
 
-    def latest_for(self, panel: str) -> Job | None:
-        """The newest job for the panel, a build (which covers every panel) included."""
+    def latest_for(self, panel: str, kind: JobKind | None = None) -> Job | None:
+        """The newest job for the panel, a build (which covers every panel) included; with `kind`,
+        the newest job of that kind for the panel."""
         with self._lock:
             for job in reversed(self._jobs):
-                if job.panel == panel or job.kind == "build":
+                if kind is not None:
+                    if job.kind == kind and job.panel == panel:
+                        return job
+                elif job.panel == panel or job.kind == "build":
                     return job
         return None
 

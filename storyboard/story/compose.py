@@ -14,6 +14,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from storyboard.errors import StoryboardError
 from storyboard.prompt.parse import strip_comments
+from storyboard.story.load import folder_above
 from storyboard.story.schema import Panel, Story
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -28,7 +29,8 @@ class ComposedPrompt:
 
 def template_dirs(story_dir: Path) -> list[Path]:
     """Where templates are looked up, first match wins: the story's project, then the built-ins."""
-    dirs = [story_dir / "templates", story_dir.parent / "templates", BUILTIN_TEMPLATES, PACKAGED_TEMPLATES]
+    above = folder_above(story_dir)  # not story_dir.parent: "." and ".." have no lexical parent
+    dirs = [story_dir / "templates", above / "templates", BUILTIN_TEMPLATES, PACKAGED_TEMPLATES]
     seen: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [s.resolve() for s in seen]:

@@ -8,6 +8,7 @@ validated on their own so their errors name their own file.
 from __future__ import annotations
 
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -58,9 +59,15 @@ class StoryError(StoryboardError):
         super().__init__(f"Story file has {head}:\n" + "\n".join(f"  {p}" for p in problems))
 
 
+def folder_above(folder: Path) -> Path:
+    """The folder that holds `folder`, kept relative when it is: `Path(".").parent` is "." and
+    `Path("..").parent` is ".", so a story typed as `demo.yaml` or `../demo.yaml` needs this."""
+    return Path(os.path.normpath(folder / os.pardir))
+
+
 def character_search_dirs(story_path: Path) -> list[Path]:
     here = story_path.parent
-    return [here / "characters", here.parent / "characters"]
+    return [here / "characters", folder_above(here) / "characters"]
 
 
 def load_story(path: Path) -> LoadedStory:

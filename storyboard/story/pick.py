@@ -11,7 +11,7 @@ from storyboard.errors import StoryboardError
 from storyboard.story.load import load_story
 from storyboard.story.schema import MAX_SEED
 from storyboard.story.yaml_source import load_round_trip
-from storyboard.writes import atomic_write_text
+from storyboard.writes import write_user_file
 
 
 def pick_seed(story_path: Path, panel_id: str, seed: int) -> None:
@@ -38,4 +38,4 @@ def pick_seed(story_path: Path, panel_id: str, seed: int) -> None:
         node.insert(pos, "seed", seed)
     buf = io.StringIO()
     yaml.dump(data, buf)
-    atomic_write_text(story_path, buf.getvalue())
+    write_user_file(story_path, buf.getvalue())  # as typed; a symlinked story: its target
