@@ -11,12 +11,16 @@ every form.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,3 +154,53 @@ def run(command: str, root: Path, timeout: int = 300, **extra: str) -> subproces
     return subprocess.run(
         argv(command), cwd=root, env=env_for(root, **extra), capture_output=True, text=True, timeout=timeout
     )
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file outside output/ (and Python's caches): size and content hash."""
+    files = {}
+    for p in root.rglob("*"):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not rel.startswith("output/") and "__pycache__" not in rel:
+            files[rel] = (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+    return files
+
+
+def serve(command: str, root: Path, opener: Path) -> None:
+    """Start the review page, wait for its address, fetch it, stop it with Ctrl-C (exit 130)."""
+    marker = opener.parent / "opened"
+    marker.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        argv(command), cwd=root, env=env_for(root, BROWSER=str(opener)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    url: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = re.search(r"http://127\.0\.0\.1:\d+/", line)
+            if m and not url:
+                url.append(m.group(0))
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(120), "".join(lines)
+        with urllib.request.urlopen(url[0], timeout=30) as page:
+            assert page.status == 200
+            assert "The Garden Concert" in page.read().decode()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+        reader.join(10)
+    assert code == 130, "".join(lines)
+    assert "Traceback" not in "".join(lines)
+    if "--no-open" in command:
+        assert not marker.exists(), "--no-open opened a browser"
+    else:  # "prints http://127.0.0.1:PORT/ and opens it"
+        assert marker.read_text().strip() == url[0]
