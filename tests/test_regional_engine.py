@@ -347,3 +347,17 @@ def test_tiny_demo_builds_with_its_regional_meet_panel(tiny: TinyModel, tmp_path
     img = Image.open(next((tmp_path / "out").rglob("meet.png")))
     p = parse_infotext(img.info["parameters"])
     assert p["RP Active"] == "True" and "ADDCOL" in p["Prompt"]
+
+
+def test_candidates_of_a_regional_panel_are_each_rendered(
+    tiny: TinyModel, renderer: DiffusersRenderer
+) -> None:
+    """`render --candidates` sends one regional panel with several seeds in one call: each seed comes
+    back, as it renders alone (only the first came back before, and the candidates crashed)."""
+    two = jobs(tiny)["two"]
+    seeds = [5, 6, 7]
+    out = list(renderer.render([replace(two, seed=s) for s in seeds]))
+    assert [o.job.seed for o in out] == seeds
+    for o in out:
+        alone, _ = render(renderer, replace(two, seed=o.job.seed))
+        assert np.array_equal(np.asarray(o.image), np.asarray(alone))

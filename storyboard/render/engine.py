@@ -201,7 +201,9 @@ class DiffusersRenderer:
         with RenderProgress(len(jobs), progress_enabled(self.quiet)) as progress:
             for group in group_jobs(jobs):
                 if group[0].regions:
-                    yield from self._render_regional(self.resolve(group[0]), progress)
+                    # A regional group is one panel, but candidates give it several seeds: each job.
+                    for job in group:
+                        yield from self._render_regional(self.resolve(job), progress)
                 else:
                     yield from self._render_group([self.resolve(j) for j in group], progress)
 
