@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from storyboard.errors import StoryboardError
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
 from storyboard.story.control import ControlUnit
+from storyboard.story.detail import DetailJob, DetailTarget
 from storyboard.story.direction import Img2ImgJob, InpaintJob
 from storyboard.story.regions import Box, format_box, parse_regions, split_ratios
 from storyboard.story.schema import HiresFix, RenderSettings
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HiresFix",
+    "DetailJob",
+    "DetailTarget",
     "Img2ImgJob",
     "InpaintJob",
     "Box",
@@ -128,6 +131,8 @@ class PanelJob:
     # image is the input with role "control k".
     inputs: tuple[InputImage, ...] = ()
     control: tuple[ControlUnit, ...] = ()
+    # The face detailer (story/detail.py), None when off: run after the panel renders.
+    detail: DetailJob | None = None
 
     def input_image(self, role: str) -> InputImage:
         for i in self.inputs:
@@ -219,6 +224,8 @@ class PanelJob:
             spec["control"] = [
                 u.spec(self.input_image(f"control {k}").digest) for k, u in enumerate(self.control)
             ]
+        if self.detail is not None:
+            spec["detail"] = self.detail.spec()  # only with the detailer on: other hashes keep
         return spec
 
     def spec_digest(self) -> str:
