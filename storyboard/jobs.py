@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storyboard.errors import StoryboardError
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
+from storyboard.story.base import MAX_SEED
 from storyboard.story.control import ControlUnit
 from storyboard.story.detail import DetailJob, DetailTarget
 from storyboard.story.direction import Img2ImgJob, InpaintJob
@@ -42,6 +43,7 @@ __all__ = [
     "parse_regions",
     "split_ratios",
     "MANIFEST_VERSION",
+    "MAX_SEED",
     "LoraUse",
     "Manifest",
     "ManifestLora",
@@ -249,6 +251,7 @@ class RenderIdentity:
     upscaler: str | None = None
     device: str | None = None
     control_files: dict[str, str] = field(default_factory=dict)  # sha256 of each ControlNet file, by name
+    detector: dict[str, str] = field(default_factory=dict)  # the face detailer's detector, when on
 
     def payload(self) -> dict[str, Any]:
         if self.renderer == "draft":
@@ -266,6 +269,8 @@ class RenderIdentity:
             out["upscaler"] = self.upscaler
         if self.control_files:
             out["control_files"] = self.control_files
+        if self.detector:
+            out["detector"] = self.detector
         return out
 
 
@@ -275,6 +280,7 @@ class RenderedPanel:
     image: Image.Image
     infotext: str
     seconds: float
+    notes: tuple[str, ...] = ()  # what a step reports beside the picture (faces left alone)
 
 
 class Renderer(Protocol):

@@ -187,6 +187,10 @@ def _local_renderer(loaded: LoadedStory, *, draft: bool, quiet: bool) -> Rendere
     from storyboard.render.engine import DiffusersRenderer
 
     renderer = DiffusersRenderer(loaded.base_dir, quiet=quiet)
+    if any(j.detail is not None for j in jobs):
+        from storyboard.app.detail import CheckFaceFinder
+
+        renderer.face_finder = CheckFaceFinder(jobs)
     renderer.check(jobs)
     return renderer
 
