@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from storyboard.errors import StoryboardError
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
 from storyboard.story.base import MAX_SEED
-from storyboard.story.control import ControlUnit
+from storyboard.story.control import BUILTIN_MODULES, ControlUnit
 from storyboard.story.detail import DetailJob, DetailTarget
 from storyboard.story.direction import Img2ImgJob, InpaintJob
 from storyboard.story.regions import Box, format_box, parse_regions, split_ratios
@@ -37,6 +37,7 @@ __all__ = [
     "Img2ImgJob",
     "InpaintJob",
     "Box",
+    "BUILTIN_MODULES",
     "ControlUnit",
     "InputImage",
     "format_box",

@@ -69,9 +69,11 @@ def test_each_target_has_its_own_prompt_and_loras_only(tmp_path: Path) -> None:
 
 
 def test_bad_detail_settings_are_sentences_at_file_line(tmp_path: Path) -> None:
-    text = STORY.format(render="", panel="").replace(
-        "seed: 7}", "seed: 7, render: {detail: {confidence: 1.5}}}"
-    ).replace("seed: 8}", "seed: 8, render: {detail: {model: hands, ad_steps: 3}}}")
+    text = (
+        STORY.format(render="", panel="")
+        .replace("seed: 7}", "seed: 7, render: {detail: {confidence: 1.5}}}")
+        .replace("seed: 8}", "seed: 8, render: {detail: {model: hands, ad_steps: 3}}}")
+    )
     (tmp_path / "s.yaml").write_text(text)
     r = run("validate", "s.yaml", "--no-files", cwd=tmp_path)
     out = r.stdout + r.stderr

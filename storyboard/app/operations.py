@@ -106,6 +106,10 @@ def file_problems(loaded: LoadedStory, jobs: Sequence[PanelJob]) -> list[str]:
     for p in validate_files(jobs, loaded.base_dir):
         if p.field[0] == "lora":
             loc = lora_location(loaded, p.panel_id, p.field[1], p.field[2])
+        elif p.field[0] == "control":
+            from storyboard.story.inputs import control_location
+
+            loc = (*control_location(loaded, p.panel_id), int(p.field[1]), p.field[2])
         else:
             loc = setting_location(loaded, p.panel_id, p.field)
         out.append(f"{position_of(loaded, loc)}: {_dotted(loc)}: {p.message}")

@@ -19,7 +19,7 @@ SAFE_EXTENSIONS = (".safetensors",)
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".bin", ".pth")
 MODEL_EXTENSIONS = SAFE_EXTENSIONS + PICKLE_EXTENSIONS
 
-Kind = Literal["checkpoint", "lora", "vae", "embedding", "upscaler"]
+Kind = Literal["checkpoint", "lora", "vae", "embedding", "upscaler", "controlnet"]
 
 # A safetensors header is JSON; anything near this size is a corrupt length field, not a header.
 _MAX_HEADER = 100 * 1024 * 1024
@@ -63,7 +63,7 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
 def _is_diffusers_folder(path: Path, kind: Kind) -> bool:
     if kind == "checkpoint":
         return (path / "model_index.json").is_file()
-    if kind == "vae":
+    if kind in ("vae", "controlnet"):
         return (path / "config.json").is_file()
     return False
 
@@ -86,6 +86,7 @@ class ModelFolders:
     vaes: list[Path] = field(default_factory=list)
     embeddings: list[Path] = field(default_factory=list)
     upscalers: list[Path] = field(default_factory=list)
+    controlnets: list[Path] = field(default_factory=list)
 
     @classmethod
     def from_webui_root(cls, root: str | Path) -> ModelFolders:
@@ -97,6 +98,8 @@ class ModelFolders:
             vaes=[r / "models" / "VAE"],
             embeddings=[r / "embeddings"],
             upscalers=[r / "models" / "ESRGAN"],
+            # The ControlNet extension lists both (its own folder first).
+            controlnets=[r / "extensions" / "sd-webui-controlnet" / "models", r / "models" / "ControlNet"],
         )
 
     def for_kind(self, kind: Kind) -> list[Path]:
@@ -106,6 +109,7 @@ class ModelFolders:
             "vae": self.vaes,
             "embedding": self.embeddings,
             "upscaler": self.upscalers,
+            "controlnet": self.controlnets,
         }[kind]
 
     def merged(self, other: ModelFolders) -> ModelFolders:
@@ -116,6 +120,7 @@ class ModelFolders:
             vaes=[*self.vaes, *other.vaes],
             embeddings=[*self.embeddings, *other.embeddings],
             upscalers=[*self.upscalers, *other.upscalers],
+            controlnets=[*self.controlnets, *other.controlnets],
         )
 
 
@@ -288,3 +293,6 @@ class Registry:
 
     def find_upscaler(self, ref: str | Path) -> ModelFile:
         return self.find("upscaler", ref)
+
+    def find_controlnet(self, ref: str | Path) -> ModelFile:
+        return self.find("controlnet", ref)

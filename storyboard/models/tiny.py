@@ -208,6 +208,10 @@ def write_tiny_model(out_dir: str | Path, seed: int = 0, *, loras: bool = True) 
     lora_dir.mkdir(parents=True, exist_ok=True)
     (root / "models" / "ESRGAN").mkdir(parents=True, exist_ok=True)
     written = _write_loras(lora_dir, unet, text_encoder, seed) if loras else []
+    # A ControlNet for this UNet in the original 1.1 layout (its own RNG: the tensors above keep).
+    from storyboard.models.tiny_control import write_tiny_controlnet
+
+    write_tiny_controlnet(root / "models" / "ControlNet" / "tiny-control.safetensors", unet, seed + 7)
     return TinyModel(
         root=root,
         diffusers_dir=diffusers_dir,

@@ -37,6 +37,8 @@ def group_key(job: PanelJob) -> tuple[Hashable, ...]:
         # A regional panel switches LoRA sets inside its own sampling loop, an img2img panel starts
         # from its own picture: each renders alone.
         job.panel_id if job.regions or job.img2img else None,
+        # A panel with ControlNet units carries its own control images: it renders alone too.
+        job.panel_id if job.control else None,
     )
 
 

@@ -39,6 +39,7 @@ from storyboard.render.conditioning import (
     encode_regional,
     prompt_encoder,
 )
+from storyboard.render.control.runtime import ControlNets
 from storyboard.render.decode import set_always_tiled
 from storyboard.render.denoiser import CompVisDenoiser
 from storyboard.render.detail import FaceFinder
@@ -97,6 +98,7 @@ class DiffusersRenderer:
         self._oom_cap: int | None = None
         self._upscaler: UpscalerModel | None = None
         self._speed: tuple[str, bool] = ("off", False)  # (render.compile, render.low_memory) in use
+        self.controlnets = ControlNets()  # loaded ControlNet models, by file
         # The face detailer's detector and assignment, set by the app when a job has `detail`.
         self.face_finder: FaceFinder | None = None
 
@@ -189,6 +191,7 @@ class DiffusersRenderer:
             self._model.patcher.release()
         self._model = self._upscaler = None
         self._loaded_key = None
+        self.controlnets.clear()
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -287,7 +290,7 @@ class DiffusersRenderer:
                 with attention_backend(self.device):
                     images = render_batch(
                         model, batch, [conds[rj.job.panel_id] for rj in batch], progress, self._stage,
-                        upscaler, regional,
+                        upscaler, regional, self.controlnets,
                     )  # fmt: skip
             except torch.cuda.OutOfMemoryError:
                 if size == 1:

@@ -76,6 +76,12 @@ def validate_files(jobs: Sequence[PanelJob], base_dir: Path) -> list[FileProblem
         if s.vae:
             check(job, ("render", "vae"), key, partial(find_vae, s, reg))
         check(job, ("render", "hires", "upscaler"), key, partial(resolver.upscaler_file, s, reg))
+        for k, unit in enumerate(job.control):
+            from storyboard.render.control.files import check_module, find_controlnet
+
+            where = ("control", str(k))
+            check(job, (*where, "module"), f"{key}|{unit.module}", partial(check_module, unit))
+            check(job, (*where, "model"), f"{key}|{unit.model}", partial(find_controlnet, unit, s, reg, kind))
         for use in job.loras:
             check(
                 job,

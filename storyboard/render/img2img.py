@@ -40,6 +40,7 @@ from storyboard.input_images import load_input_image
 from storyboard.jobs import Img2ImgJob, InpaintJob, PanelJob
 from storyboard.render import inpaint_mask as im
 from storyboard.render.conditioning import PanelConds, RegionalConds
+from storyboard.render.control.runtime import ControlNets
 from storyboard.render.decode import decode_latents, encode_images
 from storyboard.render.hires import img2img_sigmas, noised_latent
 from storyboard.render.noise import ImageRNG
@@ -150,6 +151,7 @@ def render_img2img(
     progress: RenderProgress,
     stage: Stage,
     regional: RegionalConds | None = None,
+    controls: ControlNets | None = None,
     picture: Image.Image | None = None,
 ) -> Image.Image:
     """One img2img or inpaint panel (see the module docstring); returns the finished picture.
@@ -184,11 +186,16 @@ def render_img2img(
         lambda n: spec.sigmas(n, den.sigmas, device), s.steps, i2i.denoising_strength, fix_steps=i2i.fix_steps
     )
     x = noised_latent(init, rng.next(), sigmas)
+    # ControlNet units steer the one pass; their guidance range counts the steps it runs (the
+    # extension reads WebUI's sampling_steps, which img2img sets to t_enc + 1).
+    control = None
+    if controls is not None and job.control:
+        control = controls.passes(rj, model.components.unet, (len(sigmas) - 1, None), None)[0]
     with stage("sample"):
         latent = run_pass(
             model, spec, x, sigmas, rng, seeds, ([conds.cond], [conds.uncond]), s.cfg_scale, progress,
             job.panel_id, regional_guide(model, rj, regional, hires=False), (s.width, s.height),
-            s.cfg_rescale, mask_blend(init, nmask) if nmask is not None else None,
+            s.cfg_rescale, control=control, wrap=mask_blend(init, nmask) if nmask is not None else None,
         )  # fmt: skip
     if nmask is not None:
         latent = latent * nmask + init * (1 - nmask)

@@ -236,9 +236,22 @@ def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embed
         hires_upscaler=hr.upscaler if hr else None,
         lora_hashes=lora_hash_pairs(rj, hashes),
         ti_hashes=[(e.name, e.shorthash) for e in embeddings],
-        extra={**inpaint_infotext(job), **regional_infotext(job), **schedule_infotext(rj)},
+        extra={
+            **inpaint_infotext(job),
+            **regional_infotext(job),
+            **schedule_infotext(rj),
+            **_control_infotext(rj),
+        },
     )
     return info.text()
+
+
+def _control_infotext(rj: ResolvedJob) -> dict[str, object]:
+    if not rj.job.control:
+        return {}
+    from storyboard.render.control.files import control_infotext
+
+    return control_infotext(rj.job.control, rj.controls)
 
 
 def schedule_infotext(rj: ResolvedJob) -> dict[str, object]:

@@ -69,6 +69,7 @@ class ResolvedJob:
     spec: SamplerSpec
     hr_spec: SamplerSpec | None
     upscaler: ModelFile | None
+    controls: tuple[ModelFile, ...] = ()  # each ControlNet unit's file, in unit order
 
     @property
     def settings(self) -> RenderSettings:
@@ -232,7 +233,12 @@ class Resolver:
         models = self.models(job.settings)
         loras = tuple(ResolvedLora(u, self.lora_file(job.settings, u, models)) for u in job.lora_set)
         upscaler = self.upscaler_file(job.settings, models.registry)
-        resolved = ResolvedJob(job, models, loras, spec, hr_spec, upscaler)
+        controls: tuple[ModelFile, ...] = ()
+        if job.control:
+            from storyboard.render.control.files import resolve_controls
+
+            controls = resolve_controls(job, models.registry, models.kind)
+        resolved = ResolvedJob(job, models, loras, spec, hr_spec, upscaler, controls)
         self._jobs[id(job)] = (job, resolved)
         return resolved
 
@@ -321,6 +327,7 @@ class Resolver:
             embeddings={e.name: e.shorthash for e in self.used_embeddings(rj)},
             upscaler=self.sha(rj.upscaler.path) if rj.upscaler else None,
             device=f"{self.device.type}/{str(self.dtype).removeprefix('torch.')}",
+            control_files={f.name: self.sha(f.path) for f in rj.controls},
         )
 
     def used_embeddings(self, rj: ResolvedJob) -> list[Embedding]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from PIL import Image
@@ -28,6 +29,8 @@ from storyboard.jobs import RenderSettings
 from storyboard.models.load import ModelComponents
 from storyboard.models.lora import LoraPatcher
 from storyboard.render.conditioning import CondSchedule, PanelConds, RegionalConds, merge_conds
+from storyboard.render.control.hook import ControlPass
+from storyboard.render.control.runtime import ControlNets
 from storyboard.render.decode import decode_latents, encode_images
 from storyboard.render.denoiser import (
     CFGDenoiser,
@@ -103,6 +106,7 @@ def run_pass(
     guide: GuideFactory | None = None,
     size: tuple[int, int] | None = None,
     cfg_rescale: float = 0.0,
+    control: ControlPass | None = None,
     wrap: Callable[[Denoiser], Denoiser] | None = None,
 ) -> Tensor:
     """Denoise x down `sigmas` with CFG; returns the latent to decode.
@@ -122,9 +126,18 @@ def run_pass(
             cfg_scale,
             cfg_rescale=cfg_rescale,
         )
+    if control is not None:
+        # ControlNet residuals ride in the UNet calls of this pass (render/control/hook.py).
+        cfg.model = control.bind(cfg.model, cfg.uncond_schedule, len(sigmas) - 1)  # type: ignore[arg-type]
+
+    def on_step(info: dict[str, Any]) -> None:
+        progress.step()
+        if control is not None:
+            control.at_step(info)
+
     progress.start_pass(label, len(sigmas) - 1)
     den: Denoiser = cfg if wrap is None else wrap(cfg)
-    out = sample(spec.sampler, den, x, sigmas, noise, callback=lambda _info: progress.step())
+    out = sample(spec.sampler, den, x, sigmas, noise, callback=on_step)
     return spec.final_latent(out, sigmas)
 
 
@@ -145,6 +158,7 @@ def render_batch(
     stage: Stage,
     upscaler: UpscalerModel | None = None,
     regional: RegionalConds | None = None,
+    controls: ControlNets | None = None,
 ) -> list[Image.Image]:
     """Render a batch of resolved jobs that share all settings; one image per job, in order.
 
@@ -155,7 +169,7 @@ def render_batch(
 
         # img2img and inpaint panels render one by one (each its own picture) with no hires pass.
         pairs = zip(batch, conds, strict=True)
-        return [render_img2img(model, rj, c, progress, stage, regional) for rj, c in pairs]
+        return [render_img2img(model, rj, c, progress, stage, regional, controls) for rj, c in pairs]
     s, spec, hr_spec = first.settings, first.spec, first.hr_spec
     model = model.for_settings(s)
     den, device = model.denoiser, model.device
@@ -165,15 +179,20 @@ def render_batch(
     sigmas = spec.sigmas(s.steps, den.sigmas, device)
     x = spec.initial_latent(rng.next(), sigmas)
     ids = ", ".join(rj.job.panel_id for rj in batch)
+    hr = s.hires
+    ctl: tuple[ControlPass | None, ControlPass | None] = (None, None)
+    if controls is not None and first.job.control:
+        hr_size = hires_size(s.width, s.height, hr.scale) if hr is not None else None
+        hr_total = len(hires_sigmas(model, first)) - 1 if hr is not None else None
+        ctl = controls.passes(first, model.components.unet, (len(sigmas) - 1, hr_total), hr_size)
     # Denoise.
     with stage("sample"):
         latent = run_pass(
             model, spec, x, sigmas, rng, seeds, ([c.cond for c in conds], [c.uncond for c in conds]),
             s.cfg_scale, progress, ids, regional_guide(model, first, regional, hires=False),
-            (s.width, s.height), s.cfg_rescale,
+            (s.width, s.height), s.cfg_rescale, ctl[0],
         )  # fmt: skip
     # Hires fix.
-    hr = s.hires
     if hr is not None and hr_spec is not None:
         tw, th = hires_size(s.width, s.height, hr.scale)
         with stage("hires_upscale"):
@@ -189,19 +208,27 @@ def render_batch(
                 up = encode_images(vae, pixels, device)
         # WebUI: a fresh ImageRNG with the same seeds at the hires latent size.
         rng2 = ImageRNG(tuple(up.shape[1:]), seeds, s.noise_source, device)
-        sigmas2 = img2img_sigmas(
-            lambda n: hr_spec.sigmas(n, den.sigmas, device), hr.steps or s.steps, hr.denoising_strength
-        )
+        sigmas2 = hires_sigmas(model, first)
         x2 = noised_latent(up, rng2.next(), sigmas2)
         hr_conds = ([c.hr_cond or c.cond for c in conds], [c.hr_uncond or c.uncond for c in conds])
         with stage("hires_sample"):
             latent = run_pass(
                 model, hr_spec, x2, sigmas2, rng2, seeds, hr_conds, s.cfg_scale, progress, f"{ids} (hires)",
-                regional_guide(model, first, regional, hires=True), (tw, th), s.cfg_rescale,
+                regional_guide(model, first, regional, hires=True), (tw, th), s.cfg_rescale, ctl[1],
             )  # fmt: skip
     # Decode.
     with stage("decode"):
         return decode_latents(model.components.vae, latent)
+
+
+def hires_sigmas(model: LoadedModel, rj: ResolvedJob) -> Tensor:
+    """The hires pass's sigmas: an int(steps / d)-step schedule entered so `steps` steps remain."""
+    s, hr, hr_spec = rj.settings, rj.settings.hires, rj.hr_spec
+    assert hr is not None and hr_spec is not None
+    den, device = model.denoiser, model.device
+    return img2img_sigmas(
+        lambda n: hr_spec.sigmas(n, den.sigmas, device), hr.steps or s.steps, hr.denoising_strength
+    )
 
 
 def regional_guide(
