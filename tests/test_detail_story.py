@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from storyboard.story.detail import Detail
 from storyboard.story.load import load_story_text
 from storyboard.story.plan import plan
@@ -81,3 +83,24 @@ def test_bad_detail_settings_are_sentences_at_file_line(tmp_path: Path) -> None:
     said(out, text, "id: two", "confidence", "1.5")
     said(out, text, "id: one", "model")
     said(out, text, "id: one", "ad_steps")
+
+
+def test_who_is_who_by_the_checks_assignment() -> None:
+    from storyboard.check.detail_assign import assign_faces
+
+    size = (100, 100)
+    cols = {"a": (0.0, 0.0, 0.5, 1.0), "b": (0.5, 0.0, 1.0, 1.0)}
+    # Best first: b's face (right column) was found first; a crowd face only a lies near.
+    boxes = [(60, 10, 80, 30), (10, 10, 30, 30), (20, 60, 30, 70)]
+    assert assign_faces(boxes, size, ["a", "b"], cols) == ["b", "a", None]
+    # Rows: a's region is the top quarter only; a face far below it is nobody's (b has no face).
+    rows = {"a": (0.0, 0.0, 1.0, 0.25), "b": (0.0, 0.25, 1.0, 0.3)}
+    assert assign_faces([(40, 90, 50, 100)], size, ["a", "b"], rows) == [None]
+    # One character: the best face is theirs, the rest are left alone; no character: nobody's.
+    assert assign_faces(boxes, size, ["a"], {}) == ["a", None, None]
+    assert assign_faces(boxes, size, [], {}) == [None, None, None]
+    # Two characters, no regions, no identity: nobody can be told apart, so nothing is re-drawn.
+    assert assign_faces(boxes[:2], size, ["a", "b"], {}) == [None, None]
+    # Identity distances (threshold units) overturn a region when clear, and refuse a stranger.
+    dist = np.array([[0.2, 1.5], [1.5, 0.2], [1.8, 1.9]], np.float32)
+    assert assign_faces(boxes, size, ["a", "b"], cols, dist) == ["a", "b", None]
