@@ -8,6 +8,9 @@ own assignment (``check/assign.py``: Hungarian over identity distance plus the r
     identity distances  (the check's models, when present; in units of the backend's threshold)
                         added to the prior exactly as `storyboard check` adds them; a pair farther
                         than the threshold matches nobody
+    check's models      with CCIP in the HF cache (`storyboard models fetch check`) and
+                        `references` for the panel's characters, ``assign_by_identity`` runs the
+                        check's own ``assign_crops`` on the face crops
     neither             with two or more characters, nobody can be told apart: every detection
                         is left alone (and reported)
 """
@@ -18,8 +21,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from storyboard.check.assign import REGION_WEIGHT, assign, region_prior
+from storyboard.check.backend import Backend
+from storyboard.check.cache import Crops
+from storyboard.check.run import Anchor, assign_crops
 from storyboard.check.types import FracBox
 
 Box = tuple[int, int, int, int]
@@ -57,4 +64,30 @@ def assign_faces(
         if distances is not None and distances[row, col] > 1.0:
             continue  # not this character by identity
         out[row] = characters[col]
+    return out
+
+
+def assign_by_identity(
+    image: Image.Image,
+    boxes: Sequence[Box],
+    scores: Sequence[float],
+    characters: Sequence[str],
+    regions: Mapping[str, FracBox],
+    backend: Backend,
+    anchors: Mapping[str, Anchor],
+) -> list[str | None]:
+    """`storyboard check`'s own assignment (``run.assign_crops``: identity to each character's
+    anchor, plus the region prior) over the detector's boxes; a pair farther than the backend's
+    threshold matches nobody."""
+    out: list[str | None] = [None] * len(boxes)
+    if not boxes or not characters:
+        return out
+    arr = np.asarray(boxes, dtype=np.int64).reshape(len(boxes), 4)
+    feats = backend.embed([image.crop((int(b[0]), int(b[1]), int(b[2]), int(b[3]))) for b in arr])
+    crops = Crops(arr, np.asarray(scores, np.float32), feats, whole=False)
+    full = {c: anchors.get(c, Anchor("none", np.zeros((0, 0), np.float32))) for c in characters}
+    pairs, dist = assign_crops(crops, list(characters), full, backend, regions, image.size)
+    for cid, row in pairs.items():
+        if dist[row, list(characters).index(cid)] <= backend.default_threshold:
+            out[row] = cid
     return out
