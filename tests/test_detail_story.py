@@ -104,3 +104,9 @@ def test_who_is_who_by_the_checks_assignment() -> None:
     # Identity distances (threshold units) overturn a region when clear, and refuse a stranger.
     dist = np.array([[0.2, 1.5], [1.5, 0.2], [1.8, 1.9]], np.float32)
     assert assign_faces(boxes, size, ["a", "b"], cols, dist) == ["a", "b", None]
+
+
+def test_an_inpaint_is_detailed_once_its_base_not(tmp_path: Path) -> None:
+    j = jobs(tmp_path, render=", detail: {}", panel=", inpaint: {box: [0.1, 0.1, 0.5, 0.5]}")["two"]
+    assert j.detail is not None and j.base is not None  # type: ignore[attr-defined]
+    assert j.base.detail is None  # type: ignore[attr-defined]

@@ -68,9 +68,11 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
         placed = region_boxes(panel, rtl=story.layout.reading_direction == "rtl")
         if placed:
             job = regional_job(job, story, (page, index, panel), settings, dirs, placed)
+        job = img2img_job(loaded, job, panel, problems)
         if settings.detail is not None and settings.detail.enabled and panel.characters:
+            # Last, so an inpaint's base (the panel under it) is not detailed: only the final picture.
             job = replace(job, detail=detail_job(story, (page, index, panel), settings, dirs, placed))
-        jobs.append(img2img_job(loaded, job, panel, problems))
+        jobs.append(job)
     if problems:
         raise StoryError(problems)
     return jobs
