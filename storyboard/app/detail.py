@@ -10,7 +10,7 @@ check's CCIP model is in the cache and characters have `references`, the check's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -20,7 +20,7 @@ from storyboard.check.detail_assign import assign_by_identity, assign_faces
 from storyboard.check.detail_models import DetailDetector, open_detector
 from storyboard.check.run import Anchor
 from storyboard.errors import ModelError
-from storyboard.jobs import PanelJob
+from storyboard.jobs import PanelJob, Renderer
 from storyboard.render.detail import Face
 
 
@@ -98,3 +98,38 @@ class CheckFaceFinder:
         else:
             who = assign_faces(boxes, image.size, list(job.characters), regions)
         return [Face(d.box, d.score, c) for d, c in zip(found, who, strict=True)]
+
+
+def detail_callables(
+    story: Path, out_dir: Path, out_root: Path, renderer: Renderer
+) -> tuple[Callable[[str], Path | None], Callable[[str], None]]:
+    """`check --fix`'s try_detail / record_detail (``check/detail_fix.py``) over the real renderer:
+    the panel rendered with the detailer on (ADetailer's defaults where the story sets none) into
+    the check's folder; and the detailer turned on in the story file, the panel built."""
+    from storyboard.app.build import build, render_one
+    from storyboard.story.detail import Detail
+    from storyboard.story.detail_edit import enable_detail
+    from storyboard.story.load import load_story
+    from storyboard.story.plan import plan
+
+    def try_detail(panel_id: str) -> Path | None:
+        loaded = load_story(story)
+        settings = loaded.panel_render[panel_id]
+        if settings.detail is not None and settings.detail.enabled:
+            return None  # detailed already: only a reroll can help
+        loaded.panel_render[panel_id] = settings.model_copy(update={"detail": Detail()})
+        job = next(j for j in plan(loaded) if j.panel_id == panel_id)
+        if job.detail is None or not hasattr(renderer, "face_finder"):
+            return None  # no character to detail, or a renderer without the detailer (Ray)
+        try:
+            finder = CheckFaceFinder([job])
+        except ModelError:
+            return None  # the detectors are not fetched: rerolls only
+        renderer.face_finder = finder
+        return render_one(out_dir, renderer, job, out_dir / "check" / "detail" / f"{panel_id}.png")
+
+    def record_detail(panel_id: str) -> None:
+        enable_detail(story, panel_id)
+        build(load_story(story), out_root, renderer, only=[panel_id], layout=False)
+
+    return try_detail, record_detail
