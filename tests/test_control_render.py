@@ -167,3 +167,26 @@ def test_mode_scales_match_an_independent_computation(tiny: TinyModel) -> None:
         assert torch.count_nonzero(got["cn"][i][1:]) == 0
     assert block_scales(1.0, 13, soft=True)[0] == pytest.approx(0.825**12)
     assert block_scales(1.0, 10, soft=True)[-1] == pytest.approx(0.825**3)  # SDXL: the first 10
+
+
+def test_hires_pass_gets_the_map_at_the_hires_size(tiny: TinyModel, tmp_path: Path) -> None:
+    pose(tmp_path / "pose.png")
+    text = HEAD.format(root=tiny.root).replace(
+        "  noise_source: cpu\n", "  noise_source: cpu\n  hires: {scale: 1.5}\n"
+    )
+    text += f"  - panels:\n      - id: h\n        scene: a\n        control: {unit(module='canny')}\n"
+    (tmp_path / "s.yaml").write_text(text)
+    [job] = plan(load_story(tmp_path / "s.yaml"))
+    r = DiffusersRenderer(tmp_path, quiet=True, device="cpu")
+    [out] = list(r.render([job]))
+    from storyboard.render.hires import hires_size
+
+    w, h = job.settings.width, job.settings.height
+    hw, hh = hires_size(w, h, 1.5)
+    assert out.image.size == job.output_size
+    rj = r.resolve(job)
+    first, hires = r.controlnets.passes(rj, r.model.components.unet, (8, 5), (hw, hh))
+    assert first is not None and hires is not None
+    assert tuple(first.units[0].hint.shape) == (1, 3, h, w) and not first.units[0].soft
+    # The extension forces soft injection for a canny map in the hires pass.
+    assert tuple(hires.units[0].hint.shape) == (1, 3, hh, hw) and hires.units[0].soft

@@ -62,6 +62,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 def tiny_demo(tiny: TinyModel, folder: Path) -> Path:
     text = (ROOT / "stories" / "tiny-demo.yaml").read_text()
     text = text.replace("webui_root: ../output/tiny-model", f"webui_root: {tiny.root}")
+    text = text.replace("image: control/", f"image: {ROOT / 'stories' / 'control'}/")  # the pose map
     story = folder / "tiny-demo.yaml"
     story.write_text(text.replace("steps: 8", "steps: 3"))
     return story

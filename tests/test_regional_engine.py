@@ -302,6 +302,7 @@ def test_bleed_of_regional_rendering_is_at_most_a_quarter_of_the_global_merge(
 def test_tiny_demo_builds_with_its_regional_meet_panel(tiny: TinyModel, tmp_path: Path) -> None:
     text = (ROOT / "stories" / "tiny-demo.yaml").read_text()
     text = text.replace("webui_root: ../output/tiny-model", f"webui_root: {tiny.root}")
+    text = text.replace("image: control/", f"image: {ROOT / 'stories' / 'control'}/")  # the pose map
     text = text.replace("steps: 8", "steps: 3")
     story = tmp_path / "tiny-demo.yaml"
     story.write_text(text)

@@ -128,3 +128,4 @@ def test_attach_an_init_image_draw_a_mask_preview_keep_and_discard(page: Page, t
         assert not (root / "direct" / "garden").exists()
         if os.environ.get("STORYBOARD_REVIEW_SHOTS"):
             page.screenshot(path=str(Path(os.environ["STORYBOARD_REVIEW_SHOTS"]) / "direct.png"))
+        page.goto("about:blank")  # leave before the server stops: no polling request is cut off

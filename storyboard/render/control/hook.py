@@ -99,7 +99,13 @@ class ControlledUNet:
         for u in self.units:
             if not step_active(self.sampling_step, self.total, u.start, u.end):
                 continue
-            hint = u.hint.to(x).expand(x.shape[0], -1, -1, -1)
+            hint = u.hint.to(x)
+            size = (int(x.shape[-2]) * 8, int(x.shape[-1]) * 8)
+            if tuple(hint.shape[-2:]) != size:
+                # A hires target that is no multiple of 8: the latent is rounded down, and the
+                # extension's ControlNet aligns its hint to the latent's pixels (nearest).
+                hint = torch.nn.functional.interpolate(hint, size=size, mode="nearest")
+            hint = hint.expand(x.shape[0], -1, -1, -1)
             kwargs: dict[str, Any] = {"added_cond_kwargs": added} if added else {}
             down, mid = u.model(
                 x, t, encoder_hidden_states=hidden, controlnet_cond=hint, return_dict=False, **kwargs

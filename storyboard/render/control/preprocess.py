@@ -85,6 +85,7 @@ def run_module(image: Image.Image, unit: ControlUnit, res: int) -> Map:
         out = np.where(edge[:, :, None], 255, 0)
     else:
         raise ValueError(f"preprocessor {m!r} is not built in")
+    out = np.broadcast_to(out, img.shape)  # one-channel masks as RGB maps
     return np.ascontiguousarray(out[:h, :w].astype(np.uint8))
 
 
