@@ -174,6 +174,8 @@ def test_infotext_reads_back_with_adetailer_keys(tiny: TinyModel, renderer: Diff
     assert p["ADetailer inpaint only masked"] == "True" and p["ADetailer inpaint padding"] == "32"
     assert p["ADetailer version"].startswith("storyboard-detail")
     assert p["Seed"] == "5" and p["Steps"] == "4"  # the panel's own keys are untouched
+    boxes = face_boxes()
+    assert p["Detail faces"] == f"a {list(boxes[0])} seed 6; b {list(boxes[1])} seed 7"
 
 
 def test_detector_identity_enters_the_hash_only_when_on(tiny: TinyModel, renderer: DiffusersRenderer) -> None:

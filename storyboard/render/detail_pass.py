@@ -3,7 +3,8 @@
 Each character whose face was re-drawn is written as one ADetailer unit ("tab"): the first unit's
 keys are plain ("ADetailer model", "ADetailer prompt", ...), the next ones carry ADetailer's ordinal
 suffix ("ADetailer prompt 2nd", " 3rd", ...), so each character's own face prompt reads back with
-WebUI's infotext reader; "ADetailer version" closes them, once.
+WebUI's infotext reader; "ADetailer version" closes them, once. "Detail faces" (storyboard's own)
+lists every box with the character it was given to and its seed, or "nobody".
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ def adetailer_params(detail: DetailJob, model: str, done: DetailDone) -> dict[st
         out.update({k + sfx: v for k, v in unit.items()})
     if out:
         out["ADetailer version"] = DETAIL_VERSION
+    if done.faces or done.left:
+        # storyboard's own key (WebUI ignores it): each box, whose it was, and the seed it got.
+        faces = [f"{f.character} {list(f.box)} seed {fj.seed}" for f, fj in done.faces]
+        out["Detail faces"] = "; ".join(faces + [f"nobody {list(f.box)}" for f in done.left])
     return out
 
 
