@@ -87,6 +87,7 @@ def test_build_details_each_face_and_reports_the_stranger(tmp_path: Path, tiny: 
     assert "green eyes" in p["ADetailer prompt"] and "tiny_character_v1" in p["ADetailer prompt"]
     assert "tiny-style" in p["ADetailer prompt 2nd"] and "tiny_character" not in p["ADetailer prompt 2nd"]
     assert p["ADetailer denoising strength"] == "0.5" and p["ADetailer model"] == "face_detect_v1.4_s"
-    assert p["Detail faces"].startswith("a [") and "; b [" in p["Detail faces"] and "; nobody [" in p["Detail faces"]
+    faces = p["Detail faces"]
+    assert faces.startswith("a [") and "; b [" in faces and "; nobody [" in faces
     again = run("build", "s.yaml", cwd=tmp_path, hf=hf)
     assert "rendered 0 panel(s), reused 1" in again.stdout, again.stdout
