@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storyboard.errors import StoryboardError
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks, merge_lora_uses
+from storyboard.story.base import MAX_SEED
 from storyboard.story.control import BUILTIN_MODULES, ControlUnit
+from storyboard.story.detail import DetailJob, DetailTarget
 from storyboard.story.direction import Img2ImgJob, InpaintJob
 from storyboard.story.regions import Box, format_box, parse_regions, split_ratios
 from storyboard.story.schema import HiresFix, RenderSettings
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HiresFix",
+    "DetailJob",
+    "DetailTarget",
     "Img2ImgJob",
     "InpaintJob",
     "Box",
@@ -40,6 +44,7 @@ __all__ = [
     "parse_regions",
     "split_ratios",
     "MANIFEST_VERSION",
+    "MAX_SEED",
     "LoraUse",
     "Manifest",
     "ManifestLora",
@@ -129,6 +134,8 @@ class PanelJob:
     # image is the input with role "control k".
     inputs: tuple[InputImage, ...] = ()
     control: tuple[ControlUnit, ...] = ()
+    # The face detailer (story/detail.py), None when off: run after the panel renders.
+    detail: DetailJob | None = None
 
     def input_image(self, role: str) -> InputImage:
         for i in self.inputs:
@@ -220,6 +227,8 @@ class PanelJob:
             spec["control"] = [
                 u.spec(self.input_image(f"control {k}").digest) for k, u in enumerate(self.control)
             ]
+        if self.detail is not None:
+            spec["detail"] = self.detail.spec()  # only with the detailer on: other hashes keep
         return spec
 
     def spec_digest(self) -> str:
@@ -243,6 +252,7 @@ class RenderIdentity:
     upscaler: str | None = None
     device: str | None = None
     control_files: dict[str, str] = field(default_factory=dict)  # sha256 of each ControlNet file, by name
+    detector: dict[str, str] = field(default_factory=dict)  # the face detailer's detector, when on
 
     def payload(self) -> dict[str, Any]:
         if self.renderer == "draft":
@@ -260,6 +270,8 @@ class RenderIdentity:
             out["upscaler"] = self.upscaler
         if self.control_files:
             out["control_files"] = self.control_files
+        if self.detector:
+            out["detector"] = self.detector
         return out
 
 
@@ -269,6 +281,7 @@ class RenderedPanel:
     image: Image.Image
     infotext: str
     seconds: float
+    notes: tuple[str, ...] = ()  # what a step reports beside the picture (faces left alone)
 
 
 class Renderer(Protocol):

@@ -116,6 +116,7 @@ def build(
                 store.publish(result.job.panel_id, h)
                 entries[result.job.panel_id] = _record(result.job, h, store, renderer, result.seconds)
                 report.rendered.append(result.job.panel_id)
+                report.notes += result.notes  # e.g. the face detailer's detections left alone
                 if time.monotonic() - last_write >= MANIFEST_INTERVAL:
                     store.write_manifest(_manifest(loaded, jobs, entries))
                     last_write = time.monotonic()

@@ -198,6 +198,21 @@ def check_story(
             renderer = make_renderer(
                 load_story(story), draft=False, quiet=True, ray=ray, out_root=out_root
             )
+        # The face detailer first (when its detectors are fetched): kept where it brings a panel
+        # closer; the rerolls below then replace a panel only with a closer candidate.
+        from storyboard.app.detail import detail_callables
+        from storyboard.check.detail_fix import detail_first
+
+        try_d, record_d = detail_callables(story, paths.out_dir, out_root, renderer)
+        details = detail_first(
+            report, inp, backend=emb, detector=det, try_detail=try_d, record_detail=record_d, cache_dir=cache
+        )
+        for d in details:
+            state = "on-model" if d.passed else "closer, still off-model"
+            console.print(f"fixed {d.panel_id}: face detailer, kept ({state})")
+        if details:
+            inp = check_input(story, out_root)[0]
+            report = run_check(inp, emb, det, cache)
         candidates, record, picked = _fix_callables(paths, out_root, renderer)
         fixed = fix_panels(
             report,
@@ -209,7 +224,7 @@ def check_story(
             tries=tries,
             cache_dir=cache,
         )
-        if picked:
+        if picked or details:
             from storyboard.app.build import build
             from storyboard.story.load import load_story
 

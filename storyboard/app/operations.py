@@ -191,6 +191,14 @@ def _local_renderer(loaded: LoadedStory, *, draft: bool, quiet: bool) -> Rendere
     from storyboard.render.engine import DiffusersRenderer
 
     renderer = DiffusersRenderer(loaded.base_dir, quiet=quiet)
+    if any(j.detail is not None for j in jobs):
+        from storyboard.app.detail import CheckFaceFinder
+
+        refs = {
+            cid: [r if r.is_absolute() else loaded.base_dir / r for r in c.references]
+            for cid, c in loaded.story.characters.items()
+        }
+        renderer.face_finder = CheckFaceFinder(jobs, references=refs)
     renderer.check(jobs)
     return renderer
 

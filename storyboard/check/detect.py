@@ -137,6 +137,7 @@ class YoloDetector:
     model_id: str
     conf: float = 0.3
     iou: float = 0.5
+    label: str = "person"  # the class kept: "face" for the detailer's face detector
 
     @classmethod
     def open(cls, path: Path, *, device: str = "auto", model_id: str | None = None) -> YoloDetector:
@@ -175,7 +176,7 @@ class YoloDetector:
             panel_size=image.size,
             infer_size=(self.size_hw[1], self.size_hw[0]),
         )
-        # Only people are characters; other classes (a head/face model's) are not used for crops here.
-        people = [d for d in dets if d.label == "person" and d.box[2] > d.box[0] and d.box[3] > d.box[1]]
+        # Only people are characters (faces for the detailer); other classes are not used here.
+        people = [d for d in dets if d.label == self.label and d.box[2] > d.box[0] and d.box[3] > d.box[1]]
         # Best first; equal scores left to right, so the order never depends on NMS tie-breaking.
         return sorted(people, key=lambda d: (-d.score, d.box[0], d.box[1]))

@@ -59,9 +59,15 @@ def specs_for(backend: str, detector: bool = True) -> list[ModelSpec]:
 
 
 def resolve(
-    specs: list[ModelSpec], *, models_dir: Path | None = None, cache_dir: Path | None = None
+    specs: list[ModelSpec],
+    *,
+    models_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    stage: str = "the check",
+    command: str = FETCH_COMMAND,
 ) -> dict[str, Path]:
-    """Folder of each model's files (the one holding its first file), without touching the network."""
+    """Folder of each model's files (the one holding its first file), without touching the network.
+    `stage` and `command` name who needs them and what fetches them in the error sentence."""
     from huggingface_hub import try_to_load_from_cache
 
     found: dict[str, Path] = {}
@@ -89,8 +95,8 @@ def resolve(
         where = f"in {models_dir}" if models_dir is not None else "in the Hugging Face cache"
         clip = " --clip" if any(s.key == "clip" for s in specs) else ""
         raise ModelError(
-            f"Model files for the check are missing {where}: {', '.join(missing)}.",
-            hint=f"run `{FETCH_COMMAND}{clip}` once (needs internet)"
+            f"Model files for {stage} are missing {where}: {', '.join(missing)}.",
+            hint=f"run `{command}{clip}` once (needs internet)"
             + (", or copy the files to those paths" if models_dir is not None else ""),
         )
     return found

@@ -1,4 +1,5 @@
-"""`storyboard models fetch check`: download the check's pinned model files into the HF cache.
+"""`storyboard models fetch check` / `fetch detail`: download the pinned model files of the check or
+of the face detailer (anime face and person detectors) into the HF cache.
 `storyboard models list`: the model files a story can use, with their families."""
 
 from __future__ import annotations
@@ -23,12 +24,19 @@ def models() -> None:
 
 @app.command("fetch")
 def fetch(
-    what: Annotated[str, typer.Argument(help="Which stage's models: check.")] = "check",
+    what: Annotated[str, typer.Argument(help="Which stage's models: check, or detail.")] = "check",
     clip: Annotated[
         bool, typer.Option("--clip", help="Also CLIP ViT-L/14 (1.7 GB) for --backend clip.")
     ] = False,
 ) -> None:
-    """Download what `storyboard check` needs (CCIP and the person detector) and say where it went."""
+    """Download what `storyboard check` needs (CCIP and the person detector), or the face
+    detailer's detectors (`detail`), and say where it went."""
+    if what == "detail":
+        from storyboard.check.detail_models import fetch_detail
+
+        for key, folder in fetch_detail().items():
+            typer.echo(f"{key}: {folder}")
+        return
     from storyboard.app.check import fetch_models
 
     fetch_models(what, clip=clip)

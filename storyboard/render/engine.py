@@ -22,10 +22,13 @@ import gc
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from PIL import Image
 
+from storyboard.errors import StoryboardError
 from storyboard.jobs import PanelJob, RenderedPanel, RenderIdentity
 from storyboard.render.batching import estimate_batch_size, group_jobs
 from storyboard.render.conditioning import (
@@ -39,6 +42,7 @@ from storyboard.render.conditioning import (
 from storyboard.render.control.runtime import ControlNets
 from storyboard.render.decode import set_always_tiled
 from storyboard.render.denoiser import CompVisDenoiser
+from storyboard.render.detail import FaceFinder
 from storyboard.render.infotext import panel_infotext
 from storyboard.render.progress import RenderProgress, progress_enabled
 from storyboard.render.resolve import ENGINE_VERSION, ResolvedJob, ResolvedModels, Resolver
@@ -95,6 +99,8 @@ class DiffusersRenderer:
         self._upscaler: UpscalerModel | None = None
         self._speed: tuple[str, bool] = ("off", False)  # (render.compile, render.low_memory) in use
         self.controlnets = ControlNets()  # loaded ControlNet models, by file
+        # The face detailer's detector and assignment, set by the app when a job has `detail`.
+        self.face_finder: FaceFinder | None = None
 
     # Step 1: resolve -----------------------------------------------------------------------------
 
@@ -102,12 +108,17 @@ class DiffusersRenderer:
         """Find and check every file the jobs need; raises ModelError/StoryboardError on a problem."""
         for job in jobs:
             self.resolver.resolve_job(job)
+            if job.detail is not None and self.face_finder is None:
+                raise StoryboardError(f"panel {job.panel_id}: the face detailer is on but has no detector.")
 
     def resolve(self, job: PanelJob) -> ResolvedJob:
         return self.resolver.resolve_job(job)
 
     def identity(self, job: PanelJob) -> RenderIdentity:
-        return self.resolver.identity(self.resolve(job))
+        ident = self.resolver.identity(self.resolve(job))
+        if job.detail is not None and self.face_finder is not None:
+            ident = replace(ident, detector=self.face_finder.identity(job))
+        return ident
 
     def infotext(self, job: PanelJob) -> str:
         rj = self.resolve(job)
@@ -202,10 +213,36 @@ class DiffusersRenderer:
             for group in group_jobs(jobs):
                 if group[0].regions:
                     # A regional group is one panel, but candidates give it several seeds: each job.
-                    for job in group:
-                        yield from self._render_regional(self.resolve(job), progress)
+                    panels = (p for job in group for p in self._render_regional(self.resolve(job), progress))
                 else:
-                    yield from self._render_group([self.resolve(j) for j in group], progress)
+                    panels = self._render_group([self.resolve(j) for j in group], progress)
+                for panel in panels:
+                    yield self._detailed(panel) if panel.job.detail is not None else panel
+
+    def _detailed(self, panel: RenderedPanel) -> RenderedPanel:
+        """The panel after the face detailer (render/detail.py); the LoRA set of the panel's group
+        is put back after, for the panels of the group still to come."""
+        from storyboard.render.detail_pass import detail_panel
+
+        assert self.face_finder is not None
+        t0 = time.perf_counter()
+        out = detail_panel(self, panel, self.face_finder)
+        if not panel.job.regions:
+            apply_lora_set(self.model.patcher, self.resolve(panel.job))
+        return replace(out, seconds=panel.seconds + time.perf_counter() - t0)
+
+    def redraw(self, job: PanelJob, picture: Image.Image) -> Image.Image:
+        """One inpaint job over `picture` (a face of the detailer): its own LoRA set and prompts."""
+        from storyboard.render.img2img import render_img2img
+
+        rj = self.resolve(job)
+        model = self._ensure_loaded(rj.models, rj.settings.allow_pickle)
+        self._apply_speed(model, rj)
+        apply_lora_set(model.patcher, rj)
+        encoder = prompt_encoder(model.components, rj.models.embeddings, rj.settings.clip_skip)
+        conds = encode_job(rj, encoder, self.device)
+        with RenderProgress(1, False) as progress, attention_backend(self.device):
+            return render_img2img(model, rj, conds, progress, self._stage, picture=picture)
 
     def _render_regional(self, rj: ResolvedJob, progress: RenderProgress) -> Iterator[RenderedPanel]:
         """One regional panel: each region's prompt encoded and sampled under its own LoRA set."""

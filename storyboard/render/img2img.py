@@ -89,7 +89,7 @@ def prepare_init(
         if mode == 3:
             return PreparedInit(image, latent_upscale=True)
         return PreparedInit(im.resize_image(mode, image, w, h))
-    if inpaint.full_res and image.size != (w, h):
+    if inpaint.full_res and not inpaint.keep_picture_size and image.size != (w, h):
         # WebUI's "only masked" keeps the picture's own size; a panel must fill its frame, so the
         # picture (and its mask) are first fitted to the panel as the whole-picture path fits them.
         image = im.resize_image(min(mode, 2), image, w, h)
@@ -152,14 +152,16 @@ def render_img2img(
     stage: Stage,
     regional: RegionalConds | None = None,
     controls: ControlNets | None = None,
+    picture: Image.Image | None = None,
 ) -> Image.Image:
-    """One img2img or inpaint panel (see the module docstring); returns the finished picture."""
+    """One img2img or inpaint panel (see the module docstring); returns the finished picture.
+    `picture`: the picture to start from when it is not a file (the face detailer's panel)."""
     job, s, spec = rj.job, rj.settings, rj.spec
     i2i, inpaint = job.img2img, job.inpaint
     assert i2i is not None
     model = model.for_settings(s)
     den, device, vae = model.denoiser, model.device, model.components.vae
-    picture = init_picture(job)
+    picture = init_picture(job) if picture is None else picture
     mask = input_mask(job, picture.size) if inpaint is not None else None
     prep = prepare_init(picture, i2i, (s.width, s.height), inpaint, mask)
     latent_size = (s.height // 8, s.width // 8)

@@ -111,12 +111,18 @@ class InpaintJob:
     masked_content: str = "original"
     full_res: bool = False  # WebUI's "Inpaint area: Only masked"
     padding: int = 32
+    # "Only masked" over a picture of its own size, as WebUI does (the face detailer: the crop is
+    # rendered at the job's size and pasted back into the panel's picture); False fits it first.
+    keep_picture_size: bool = False
 
     def spec(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "box": list(self.box) if self.box is not None else None,
             "mask_blur": self.mask_blur,
             "masked_content": self.masked_content,
             "full_res": self.full_res,
             "padding": self.padding,
         }
+        if self.keep_picture_size:
+            out["keep_picture_size"] = True
+        return out

@@ -9,6 +9,7 @@ the composed prompt are only what the user and WebUI's infotext see.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from storyboard.jobs import PanelJob, RegionJob
 from storyboard.prompt.extra_networks import LoraUse, extract_extra_networks
 from storyboard.story.base import MAX_SEED
 from storyboard.story.compose import compose, panel_context, template_dirs
+from storyboard.story.detail import DetailJob, DetailTarget, face_prompt
 from storyboard.story.frames import panel_frames
 from storyboard.story.img2img import img2img_job
 from storyboard.story.inputs import control_inputs
@@ -71,7 +73,11 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
             job = replace(job, control=control, inputs=(*job.inputs, *inputs))
         if placed:
             job = regional_job(job, story, (page, index, panel), settings, dirs, placed)
-        jobs.append(img2img_job(loaded, job, panel, problems))
+        job = img2img_job(loaded, job, panel, problems)
+        if settings.detail is not None and settings.detail.enabled and panel.characters:
+            # Last, so an inpaint's base (the panel under it) is not detailed: only the final picture.
+            job = replace(job, detail=detail_job(story, (page, index, panel), settings, dirs, placed))
+        jobs.append(job)
     if problems:
         raise StoryError(problems)
     return jobs
@@ -127,12 +133,10 @@ def regional_job(
     as if only its character were present (plus the region's words), so it carries that
     character's triggers and LoRA tag and nobody else's; the shared prompt is the panel composed
     with no character."""
-    page, index, panel = where
+    _, _, panel = where
 
     def composed(characters: list[str], scene: str) -> tuple[str, tuple[LoraUse, ...]]:
-        alone = panel.model_copy(update={"characters": characters, "scene": scene})
-        ctx = panel_context(story, page, index, alone, settings.quality, settings.negative)
-        return lora_uses(story, alone, compose(settings.template, dirs, ctx).positive)
+        return compose_alone(story, where, settings, dirs, characters, scene)
 
     regions = []
     for cid, box, words in placed:
@@ -152,6 +156,54 @@ def regional_job(
         shared_positive=shared_positive,
         shared_loras=shared_uses,
     )
+
+
+def compose_alone(
+    story: Story,
+    where: tuple[int, int, Panel],
+    settings: RenderSettings,
+    dirs: list[Path],
+    characters: list[str],
+    scene: str,
+    words: Callable[[str], str] | None = None,
+) -> tuple[str, tuple[LoraUse, ...]]:
+    """The panel composed by its template as if only `characters` were in it (its prompt and LoRA
+    uses: theirs and the style's, nobody else's); `words(text)`, when given, rewrites the text
+    before its LoRA tags are matched (a tag it drops is appended again)."""
+    page, index, panel = where
+    alone = panel.model_copy(update={"characters": characters, "scene": scene})
+    ctx = panel_context(story, page, index, alone, settings.quality, settings.negative)
+    positive = compose(settings.template, dirs, ctx).positive
+    return lora_uses(story, alone, positive if words is None else words(positive))
+
+
+def detail_job(
+    story: Story,
+    where: tuple[int, int, Panel],
+    settings: RenderSettings,
+    dirs: list[Path],
+    placed: list[tuple[str, Box, str]],
+) -> DetailJob:
+    """The face detailer's targets: each character of the panel with the face prompt and LoRA set
+    of the panel composed as if it were alone (so another character's LoRA never reaches its
+    face), and its region when the panel has regions. Characters whose `detail.enabled` is false
+    are not targets: their faces are left as rendered."""
+    detail = settings.detail
+    assert detail is not None
+    _, _, panel = where
+    boxes = {cid: box for cid, box, _ in placed}
+    targets = []
+    for cid in dict.fromkeys(panel.characters):
+        extra = story.characters[cid].detail
+        if not extra.enabled:
+            continue
+
+        def words(text: str, extra_words: str = extra.prompt) -> str:
+            return face_prompt(detail, text, extra_words)
+
+        text, uses = compose_alone(story, where, settings, dirs, [cid], panel.scene, words)
+        targets.append(DetailTarget(cid, text, uses, boxes.get(cid)))
+    return DetailJob(detail, tuple(targets))
 
 
 def regional_prompt(regions: list[RegionJob], shared: str, base_ratio: float) -> str:

@@ -20,6 +20,7 @@ from storyboard.layout.types import LayoutSettings
 from storyboard.prompt.extra_networks import LoraUse
 from storyboard.story.base import MAX_SEED, Strict
 from storyboard.story.control import ControlUnit
+from storyboard.story.detail import CharacterDetail, Detail
 from storyboard.story.direction import DENOISING_HELP, FIX_STEPS_HELP, Inpaint, ResizeMode
 from storyboard.story.presets import PresetName, with_preset
 from storyboard.story.region_fields import RegionalSettings, RegionsField, _regions_schema
@@ -101,6 +102,7 @@ class Character(LoraSpec):
     negative: str = Field("", description="Added to the negative prompt of panels with this character.")
     references: list[Path] = Field(default_factory=list, description="Reference images of the character.")
     check: CheckSettings = Field(default_factory=lambda: CheckSettings(), description="Its check settings.")
+    detail: CharacterDetail = Field(default_factory=CharacterDetail, description="Face detailer words.")
 
 
 class Style(Strict):
@@ -197,6 +199,7 @@ class RenderSettings(Strict):
         le=1.0,
         description="CFG rescale (WebUI's CFG Rescale extension): 0 = off, ~0.7 for v-pred.",
     )
+    detail: Detail | None = Field(None, description="Re-draw each character's face after (ADetailer).")
     control: list[ControlUnit] = Field(
         default_factory=list, description="ControlNet units of every panel (a panel's own `control:` wins)."
     )

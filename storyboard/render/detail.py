@@ -1,0 +1,156 @@
+"""The face detailer: each detected face re-drawn with its own character's prompt and LoRAs.
+
+After a panel renders (``PanelJob.detail`` set), a ``FaceFinder`` (built by the app from the check's
+detector and assignment: render/ never imports check/) says where the faces are and whose each is.
+Then, as WebUI's ADetailer does for every box, one face after the other:
+
+    mask       the detector's box, grown (or shrunk) by ``dilate_erode`` as ADetailer's square
+               cv2 kernel of that size grows a rectangle                          (``adetailer_box``)
+    inpaint    an inpaint job over the current picture (``face_job``): the character's face prompt
+               and LoRA set (its own and the style's, never another character's), the panel's
+               negative, its own seed (panel seed + 1 + the face's index, left to right), ADetailer's
+               denoising strength, mask blur and "only masked" padding, at the panel's size or
+               inpaint_width x inpaint_height; rendered by the img2img path (``render/img2img.py``:
+               crop with padding, resize, latent mask blend, paste back with the blurred mask)
+
+Pixels outside every blurred mask keep their bytes (the paste-back keeps the picture there). A
+detection with no character (or a character whose detail is off) is left alone and reported.
+Known differences from ADetailer: faces are re-drawn one at a time, never batched; ADetailer
+gives every face of a unit the same seed, here each face has its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from PIL import Image
+
+from storyboard.jobs import MAX_SEED, DetailTarget, Img2ImgJob, InpaintJob, PanelJob
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detection: its box (panel pixels), score, and the character it was given (None: nobody)."""
+
+    box: Box
+    score: float
+    character: str | None
+
+
+class FaceFinder(Protocol):
+    """Detect and assign (the app builds it from check/): the faces of a rendered panel."""
+
+    def identity(self, job: PanelJob) -> dict[str, str]:
+        """What decides the boxes (model file hash, confidence), for the job hash."""
+        ...
+
+    def find(self, image: Image.Image, job: PanelJob) -> list[Face]: ...
+
+
+@dataclass(frozen=True)
+class DetailDone:
+    image: Image.Image
+    faces: tuple[tuple[Face, PanelJob], ...]  # each re-drawn face with the job that re-drew it
+    left: tuple[Face, ...]  # detections left alone (no character of the panel)
+
+
+def adetailer_box(box: Box, value: int, size: tuple[int, int]) -> Box:
+    """The box mask after ADetailer's dilate/erode: cv2.dilate (value > 0) or erode (< 0) with a
+    |value| x |value| kernel anchored at its centre, which moves the left/top edge by
+    |value| - 1 - |value| // 2 and the right/bottom edge by |value| // 2; kept inside the picture.
+
+    >>> adetailer_box((10, 10, 20, 20), 4, (64, 64))
+    (9, 9, 22, 22)
+    >>> adetailer_box((10, 10, 20, 20), -4, (64, 64))
+    (12, 12, 19, 19)
+    >>> adetailer_box((0, 0, 5, 5), 0, (64, 64))
+    (0, 0, 5, 5)
+    """
+    k = abs(value)
+    if k == 0:
+        return box
+    near, far = k - 1 - k // 2, k // 2
+    if value < 0:
+        # Erosion keeps a pixel only where the whole kernel is inside: the mirror of dilation.
+        near, far = -far, -near
+    w, h = size
+    x0, y0, x1, y1 = box
+    return max(0, x0 - near), max(0, y0 - near), min(w, x1 + far), min(h, y1 + far)
+
+
+def face_seed(panel_seed: int, index: int) -> int:
+    """Face `index`'s seed (faces counted left to right from 0): the panel's seed plus 1 + index."""
+    return (panel_seed + 1 + index) % (MAX_SEED + 1)
+
+
+def face_job(job: PanelJob, target: DetailTarget, box: Box, size: tuple[int, int], index: int) -> PanelJob:
+    """The inpaint job that re-draws one face of `job`'s picture (`size`: its width, height)."""
+    d = job.detail
+    assert d is not None
+    s = d.settings
+    x0, y0, x1, y1 = adetailer_box(box, s.dilate_erode, size)
+    w, h = size
+    width, height = (s.inpaint_width, s.inpaint_height) if s.use_inpaint_width_height else size
+    settings = job.settings.model_copy(
+        update={
+            "width": width,
+            "height": height,
+            "hires": None,
+            "steps": s.steps if s.use_steps else job.settings.steps,
+            "sampler": s.sampler if s.use_sampler else job.settings.sampler,
+            "control": [],
+        }
+    )
+    return replace(
+        job,
+        panel_id=f"{job.panel_id}#face{index}",
+        positive=target.positive,
+        loras=target.loras,
+        seed=face_seed(job.seed, index),
+        settings=settings,
+        characters=(target.character,),
+        regions=(),
+        shared_positive="",
+        shared_loras=(),
+        img2img=Img2ImgJob(s.denoising_strength),
+        inpaint=InpaintJob(
+            box=(x0 / w, y0 / h, x1 / w, y1 / h),
+            mask_blur=s.mask_blur,
+            full_res=s.inpaint_only_masked,
+            padding=s.inpaint_only_masked_padding,
+            keep_picture_size=True,
+        ),
+        base=None,
+        inputs=(),
+        control=(),
+        detail=None,
+    )
+
+
+def run_detail(
+    job: PanelJob,
+    image: Image.Image,
+    faces: Sequence[Face],
+    redraw: Callable[[PanelJob, Image.Image], Image.Image],
+) -> DetailDone:
+    """Re-draw each assigned face over the picture, left to right (``redraw`` renders one inpaint
+    job over a picture and returns the whole picture)."""
+    d = job.detail
+    assert d is not None
+    targets = {t.character: t for t in d.targets}
+    current = image
+    done: list[tuple[Face, PanelJob]] = []
+    left: list[Face] = []
+    for index, face in enumerate(sorted(faces, key=lambda f: (f.box[0], f.box[1]))):
+        target = targets.get(face.character) if face.character is not None else None
+        if target is None:
+            left.append(face)
+            continue
+        fj = face_job(job, target, face.box, image.size, index)
+        current = redraw(fj, current)
+        done.append((face, fj))
+    return DetailDone(current, tuple(done), tuple(left))

@@ -1,0 +1,35 @@
+"""Turn the face detailer on for one panel in the story file (what `check --fix` records when the
+detailer brought the panel closer to its characters): `render: {detail: {}}`, comments kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ruamel.yaml.comments import CommentedMap
+
+from storyboard.story.edit import _dump_checked, _panel_node
+from storyboard.writes import atomic_write_text
+
+
+def enable_detail_text(text: str, path: Path, panel_id: str) -> str:
+    """`text` with the panel's `render.detail` set to ADetailer's defaults (an existing one is
+    kept, only `enabled: false` removed)."""
+    yaml, data, node = _panel_node(text, path, panel_id)
+    render = node.get("render")
+    if not isinstance(render, CommentedMap):
+        render = CommentedMap()
+        render.fa.set_flow_style()
+        node.insert(len(node), "render", render)
+    detail = render.get("detail")
+    if isinstance(detail, CommentedMap):
+        detail.pop("enabled", None)
+    else:
+        flow = CommentedMap()
+        flow.fa.set_flow_style()
+        render["detail"] = flow
+    return _dump_checked(yaml, data, path)
+
+
+def enable_detail(story_path: Path, panel_id: str) -> None:
+    text = story_path.read_text(encoding="utf-8")
+    atomic_write_text(story_path, enable_detail_text(text, story_path, panel_id))
