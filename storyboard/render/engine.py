@@ -213,7 +213,9 @@ class DiffusersRenderer:
             for group in group_jobs(jobs):
                 if group[0].regions:
                     # A regional group is one panel, but candidates give it several seeds: each job.
-                    panels = (p for job in group for p in self._render_regional(self.resolve(job), progress))
+                    panels: Iterator[RenderedPanel] = (
+                        p for job in group for p in self._render_regional(self.resolve(job), progress)
+                    )
                 else:
                     panels = self._render_group([self.resolve(j) for j in group], progress)
                 for panel in panels:
