@@ -83,6 +83,15 @@ def tiny_demo_built(c: Ctx) -> None:
     assert list(manifest["panels"]) == ["gate", "garden", "meet"]
 
 
+def ray_cpu_built(c: Ctx) -> None:
+    # "3 panels, one CPU actor": rendered on Ray, byte-identical to the local build above.
+    assert "Tiny Garden: rendered 3 panel(s), reused 0" in c.out, c.out
+    assert "ray: starting 1 actor(s)" in c.out, c.out
+    for p in ("gate", "garden", "meet"):
+        ray_png = c.root / f"output/ray/tiny-demo/panels/{p}.png"
+        assert ray_png.read_bytes() == (c.root / f"output/tiny-demo/panels/{p}.png").read_bytes(), p
+
+
 def validate_lists_all(c: Ctx) -> None:
     assert len(re.findall(r"^  stories/demo\.yaml:\d+:\d+: ", c.result.stderr, re.M)) == 4
     r = run("storyboard validate stories/demo.yaml --no-files", c.root)  # "--no-files: the story alone"

@@ -40,6 +40,7 @@ from tests.readme_checks import (
     nothing_checked,
     picked,
     prompts_json,
+    ray_cpu_built,
     schema,
     tiny_demo_built,
     tiny_model_for_tiny_demo,
@@ -237,6 +238,28 @@ SPEC: dict[str, Spec | str] = {
         {"storyboard build stories/demo.yaml --ray": FAILS_MISSING}
     ),
     "storyboard build stories/demo.yaml --ray head:6379": "joins a running Ray cluster (none here)",
+    "storyboard render stories/demo.yaml --panel encore --draft": Spec(
+        {
+            "storyboard render stories/demo.yaml --panel encore --draft": Expect(
+                0,
+                ("rendered 1 panel(s)",),
+                files=("output/demo/draft/panels/encore.png",),
+                absent=("output/demo/panels",),
+            )
+        }
+    ),
+    "storyboard dev tiny-model output/tiny-model": Spec(
+        {"storyboard dev tiny-model output/tiny-model": Expect(0, check=tiny_model_for_tiny_demo)}
+    ),
+    "storyboard build stories/tiny-demo.yaml --out output/ray --ray --ray-cpu --ray-actors 1": Spec(
+        {
+            "storyboard build stories/tiny-demo.yaml --out output/ray --ray --ray-cpu --ray-actors 1": Expect(
+                0,
+                files=tuple(f"output/ray/tiny-demo/panels/{p}.png" for p in ("gate", "garden", "meet")),
+                check=ray_cpu_built,
+            )
+        }
+    ),
     "storyboard build stories/demo.yaml --ray auto --ray-store /mnt/shared/demo": (
         "joins a running Ray cluster and a folder every node mounts (none here)"
     ),

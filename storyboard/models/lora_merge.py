@@ -68,9 +68,8 @@ def _atomic_target(out: Path) -> Path:
 
 def save_single_file(comps: Any, out: Path, metadata: dict[str, str]) -> None:
     """Write the SD1.x components as one LDM-keyed .safetensors (what WebUI and Civitai use)."""
-    from safetensors.torch import save_file
-
     from storyboard.models.ldm_keys import diffusers_to_ldm_state_dict
+    from storyboard.models.stable_save import save_file_stable
 
     if getattr(comps, "text_encoder_2", None) is not None:
         raise ModelError(
@@ -83,7 +82,7 @@ def save_single_file(comps: Any, out: Path, metadata: dict[str, str]) -> None:
     tmp = _atomic_target(out)
     try:
         part = tmp / out.name
-        save_file(state, str(part), metadata=metadata)
+        save_file_stable(state, str(part), metadata=metadata)
         os.replace(part, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save, save_file
+from safetensors.torch import save
 from torch import nn
 
 from storyboard.models.lora_keys import _unet_layout, diffusers_to_ldm_module_path, kohya_te_name
+from storyboard.models.stable_save import save_file_stable
 
 KINDS = ("lora", "locon", "loha", "lokr")
 _UNET_ATTN_CLASSES = {"Transformer2DModel", "SpatialTransformer"}
@@ -199,5 +200,5 @@ def write_kohya_lora(
         # kohya stores the hash of the tensor bytes, which the header (metadata) does not change.
         meta["sshs_model_hash"] = safetensors_data_hash(save(tensors))
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out), metadata=meta)
+    save_file_stable(tensors, out, meta)
     return out

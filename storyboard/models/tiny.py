@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from storyboard.models.ldm_keys import diffusers_to_ldm_state_dict, vae_to_ldm_state_dict
 from storyboard.models.load import CONFIG_METADATA_KEY, quiet_progress
+from storyboard.models.stable_save import save_file_stable
 
 HIDDEN = 32
 EMBEDDING_VECTORS = 8
@@ -190,19 +190,19 @@ def write_tiny_model(out_dir: str | Path, seed: int = 0, *, loras: bool = True) 
     state["alphas_cumprod"] = scheduler.alphas_cumprod.to(torch.float32).contiguous()
     checkpoint = ckpt_dir / "tiny-sd.safetensors"
     meta = {CONFIG_METADATA_KEY: json.dumps(_folder_configs(diffusers_dir), sort_keys=True)}
-    save_file(state, str(checkpoint), metadata=meta)
+    save_file_stable(state, str(checkpoint), metadata=meta)
 
     vae_dir = root / "models" / "VAE"
     vae_dir.mkdir(parents=True, exist_ok=True)
     vae_state = {k: v.contiguous() for k, v in vae_to_ldm_state_dict(_random_vae(seed + 1)).items()}
     vae_path = vae_dir / "tiny-vae.safetensors"
-    save_file(vae_state, str(vae_path))
+    save_file_stable(vae_state, str(vae_path))
 
     emb_dir = root / "embeddings"
     emb_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed + 2)
     embedding = emb_dir / "EasyNegative.safetensors"
-    save_file({"emb_params": torch.randn(EMBEDDING_VECTORS, HIDDEN, generator=gen)}, str(embedding))
+    save_file_stable({"emb_params": torch.randn(EMBEDDING_VECTORS, HIDDEN, generator=gen)}, str(embedding))
 
     lora_dir = root / "models" / "Lora"
     lora_dir.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from storyboard.models.checkpoint_file import CONFIG_METADATA_KEY
+from storyboard.models.stable_save import save_file_stable
 from storyboard.models.tiny import HIDDEN, SCHEDULER_CONFIG, TEXT_CONFIG, VAE_CONFIG, _random_vae
 
 SDXL_TIME_DIM = 8
@@ -112,7 +112,7 @@ def write_tiny_sdxl_checkpoint(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {CONFIG_METADATA_KEY: json.dumps(configs, sort_keys=True), **(metadata or {})}
-    save_file(state, str(out), metadata=meta)
+    save_file_stable(state, str(out), metadata=meta)
     return TinySdxl(checkpoint=out, unet=unet, vae=vae, text_encoder=te, text_encoder_2=te2)
 
 
@@ -140,7 +140,7 @@ def write_tiny_sd2_checkpoint(path: str | Path, seed: int = 0) -> Path:
     state.update({"cond_stage_model.model." + k: t for k, t in open_clip_state_dict(te).items()})
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+    save_file_stable({k: v.contiguous() for k, v in state.items()}, str(out))
     return out
 
 
@@ -181,7 +181,7 @@ def write_tiny_sdxl_model(out_dir: str | Path, seed: int = 0) -> TinySdxlModel:
     vae_dir.mkdir(parents=True, exist_ok=True)
     vae = vae_dir / "tiny-sdxl-vae-fp16-fix.safetensors"
     other = _random_vae(seed + 1)
-    save_file({k: v.contiguous() for k, v in vae_to_ldm_state_dict(other).items()}, str(vae))
+    save_file_stable({k: v.contiguous() for k, v in vae_to_ldm_state_dict(other).items()}, str(vae))
     lora_dir = root / "models" / "Lora"
     character = write_kohya_lora(
         lora_dir / "tiny-xl-character.safetensors",
