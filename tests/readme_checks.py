@@ -15,11 +15,13 @@ from pathlib import Path
 from tests.readme_commands import run
 
 DEMO_MISSING = (
-    "Story file has 4 problems",
+    "Story file has 5 problems",
     "stories/demo.yaml:10:3: characters.iku.lora: No lora named 'Iku_Nakatani-000016_v1.0'",
     "stories/demo.yaml:13:11: characters.haru.lora: No lora named 'Haru_guitar_boy_v2'",
     "stories/demo.yaml:20:13: style.loras[0].lora: No lora named 'blindbox_v1_mix'",
     "stories/demo.yaml:26:10: render.model: No checkpoint named 'AnythingV5Ink_ink'",
+    "stories/demo.yaml:58:20: pages[0].panels[0].control[0].model: No controlnet named "
+    "'control_v11p_sd15_openpose'",
     "storyboard build stories/demo.yaml --draft",  # the hint: what to do without the models
 )
 CHECK_OFFLINE = ("Model files for the check are missing", "storyboard models fetch check")
@@ -93,14 +95,14 @@ def ray_cpu_built(c: Ctx) -> None:
 
 
 def validate_lists_all(c: Ctx) -> None:
-    assert len(re.findall(r"^  stories/demo\.yaml:\d+:\d+: ", c.result.stderr, re.M)) == 4
+    assert len(re.findall(r"^  stories/demo\.yaml:\d+:\d+: ", c.result.stderr, re.M)) == 5
     r = run("storyboard validate stories/demo.yaml --no-files", c.root)  # "--no-files: the story alone"
-    assert r.returncode == 0 and "OK (story only): 2 pages, 6 panels, 2 characters." in r.stdout
+    assert r.returncode == 0 and "OK (story only): 3 pages, 7 panels, 2 characters." in r.stdout
 
 
 def prompts_json(c: Ctx) -> None:
     rows = json.loads(c.result.stdout)
-    assert [r["panel"] for r in rows] == ["gate", "listen", "garden", "meet", "play", "smile"]
+    assert [r["panel"] for r in rows] == ["gate", "listen", "garden", "meet", "play", "smile", "encore"]
     meet = rows[3]
     assert [lo["name"] for lo in meet["loras"]] == [
         "Iku_Nakatani-000016_v1.0",

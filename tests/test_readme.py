@@ -90,7 +90,7 @@ SPEC: dict[str, Spec | str] = {
         }
     ),
     "storyboard validate stories/demo.yaml": Spec(
-        {"storyboard validate stories/demo.yaml": Expect(2, DEMO_MISSING[:5], check=validate_lists_all)}
+        {"storyboard validate stories/demo.yaml": Expect(2, DEMO_MISSING[:6], check=validate_lists_all)}
     ),
     "storyboard prompts stories/demo.yaml [--json]": Spec(
         {
@@ -105,11 +105,11 @@ SPEC: dict[str, Spec | str] = {
             "storyboard build stories/demo.yaml": FAILS_MISSING,
             "storyboard build stories/demo.yaml --draft": Expect(
                 0,
-                ("The Garden Concert: rendered 6 panel(s), reused 0 (draft) -> ",),
+                ("The Garden Concert: rendered 7 panel(s), reused 0 (draft) -> ",),
                 files=(
                     *(
                         f"output/demo/draft/panels/{p}.png"
-                        for p in ("gate", "listen", "garden", "meet", "play", "smile")
+                        for p in ("gate", "listen", "garden", "meet", "play", "smile", "encore")
                     ),
                     "output/demo/draft/the-garden-concert.pdf",
                     "output/demo/draft/the-garden-concert.cbz",
@@ -138,7 +138,11 @@ SPEC: dict[str, Spec | str] = {
     "storyboard layout stories/demo.yaml": Spec(
         {
             "storyboard layout stories/demo.yaml": Expect(
-                2, ("Panels not rendered yet: gate, listen, garden, meet, play, smile.", "layout --draft")
+                2,
+                (
+                    "Panels not rendered yet: gate, listen, garden, meet, play, smile, encore.",
+                    "layout --draft",
+                ),
             )
         }
     ),
@@ -242,7 +246,7 @@ SPEC: dict[str, Spec | str] = {
         {
             "storyboard render stories/demo.yaml --panel encore --draft": Expect(
                 0,
-                ("rendered 1 panel(s)",),
+                ("The Garden Concert:", "(draft)"),
                 files=("output/demo/draft/panels/encore.png",),
                 absent=("output/demo/panels",),
             )
