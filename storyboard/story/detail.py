@@ -50,6 +50,11 @@ class Detail(Strict):
         description="The face prompt; empty = each character's own panel prompt; [PROMPT] in it "
         "stands for that prompt (ADetailer's ad_prompt).",
     )
+    seeds: dict[str, int] = Field(
+        default_factory=dict,
+        description="A face's own seed, by character id (the review page's 'Re-draw face' writes it): "
+        "that character's face is re-drawn at it instead of the panel's seed + 1 + its index.",
+    )
 
 
 class CharacterDetail(Strict):
@@ -86,7 +91,9 @@ class DetailJob:
     targets: tuple[DetailTarget, ...]
 
     def spec(self) -> dict[str, Any]:
-        return {"settings": self.settings.model_dump(), "targets": [t.spec() for t in self.targets]}
+        # No `seeds` unless given: panels detailed before the key existed keep their job hash.
+        settings = self.settings.model_dump(exclude={"seeds"} if not self.settings.seeds else None)
+        return {"settings": settings, "targets": [t.spec() for t in self.targets]}
 
 
 def face_prompt(settings: Detail, composed: str, extra: str) -> str:
