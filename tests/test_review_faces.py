@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - test_review_browser skips or fails the
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SIZE = 128
+SIZE = 128  # render.width/height; the panel's own size comes from the page layout
 FACES = [(0.1, 0.2, 0.3, 0.4), (0.65, 0.2, 0.85, 0.4), (0.4, 0.75, 0.5, 0.85)]
 SCORES = [0.9, 0.8, 0.6]  # the third: a crowd face, nobody's
 
@@ -79,7 +79,9 @@ def page(browser: Any) -> Iterator[Page]:
     assert errors == [], errors  # no script errors, no CSP violations
 
 
-def mask_of(box: tuple[int, int, int, int], size: tuple[int, int], dilate: int = 4, blur: int = 4) -> np.ndarray:
+def mask_of(
+    box: tuple[int, int, int, int], size: tuple[int, int], dilate: int = 4, blur: int = 4
+) -> np.ndarray:
     """The face's dilated, blurred mask (render/detail.py's steps), True where it touches."""
     w, h = size
     grown = adetailer_box(box, dilate, size)
@@ -96,7 +98,9 @@ def test_boxes_drawn_with_names_and_one_face_redrawn(
     project.mkdir()
     (project / "s.yaml").write_text(STORY.format(size=SIZE, root=os.path.relpath(tiny.root, project)))
     hf = tmp_path / "hf"
-    write_face_detector(hf / f"models--{FACE.repo.replace('/', '--')}" / "snapshots" / FACE.revision, FACES, SCORES)
+    write_face_detector(
+        hf / f"models--{FACE.repo.replace('/', '--')}" / "snapshots" / FACE.revision, FACES, SCORES
+    )
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hf))  # read at call time by the cache look-up
     monkeypatch.chdir(project)
     story, out = Path("s.yaml"), Path("output")
@@ -137,7 +141,8 @@ def test_boxes_drawn_with_names_and_one_face_redrawn(
         assert live.session.queue.wait_idle(600)
         assert changed_lines(text, story.read_text()) == [
             "-      - {id: two, scene: garden, characters: [a, b], seed: 5}",
-            "+      - {id: two, scene: garden, characters: [a, b], seed: 5, render: {detail: {seeds: {a: 7}}}}",
+            "+      - {id: two, scene: garden, characters: [a, b], seed: 5, "
+            "render: {detail: {seeds: {a: 7}}}}",
         ]
         after_img = Image.open(png)
         after = np.asarray(after_img.convert("RGB"))

@@ -104,7 +104,9 @@ def detail_faces(infotext: str) -> list[FaceLine]:
             continue  # not written by this detailer: nothing to show for it
         who, seed = m.group(1), m.group(6)
         box = (int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)))
-        out.append(FaceLine(None if who == "nobody" and seed is None else who, box, int(seed) if seed else None))
+        out.append(
+            FaceLine(None if who == "nobody" and seed is None else who, box, int(seed) if seed else None)
+        )
     return out
 
 

@@ -220,7 +220,9 @@ def create_app(session: Session) -> FastAPI:
         if not seed.isdigit():
             return error("Re-draw face: the seed must be a whole number.", target, 422)
         try:
-            new_version = review_ops.redraw_face(session.story, panel_id, character, int(seed), version=version)
+            new_version = review_ops.redraw_face(
+                session.story, panel_id, character, int(seed), version=version
+            )
         except review_ops.StaleStoryError as exc:
             return error(str(exc), target, 409)
         except StoryboardError as exc:

@@ -221,7 +221,9 @@ def _view(loaded: LoadedStory, jobs: list[PanelJob], out: Path, version: str, dr
             view.stale = record.positive != job.positive
             view.preview = not view.stale and record.seed != job.seed
         if view.image is not None and job.detail is not None:
-            named = {c: loaded.story.characters[c].name or c for c in p.characters if c in loaded.story.characters}
+            named = {
+                c: loaded.story.characters[c].name or c for c in p.characters if c in loaded.story.characters
+            }
             view.faces = _faces(store.panel_path(p.id), named)
         panels[p.id] = view
     pages = []
