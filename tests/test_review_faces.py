@@ -153,3 +153,21 @@ def test_boxes_drawn_with_names_and_one_face_redrawn(
         inside = mask_of(a_box, before_img.size)
         assert np.array_equal(before[~inside], after[~inside])  # outside a's mask: the same bytes
         assert not np.array_equal(before[inside], after[inside])  # inside: re-drawn
+
+
+def test_redraw_face_refuses_a_stale_page_and_a_panel_without_the_detailer(tmp_path: Path) -> None:
+    from storyboard.app import review_ops
+    from storyboard.errors import StoryboardError
+
+    story = tmp_path / "s.yaml"
+    story.write_text(STORY.format(size=SIZE, root="webui").replace("  detail: {", "  # detail: {"))
+    version = review_ops.story_version(story)
+    with pytest.raises(StoryboardError, match="no face detailer for character 'a'"):
+        review_ops.redraw_face(story, "two", "a", 7, version=version)
+    story.write_text(STORY.format(size=SIZE, root="webui"))
+    with pytest.raises(review_ops.StaleStoryError):
+        review_ops.redraw_face(story, "two", "a", 7, version=version)
+    before = story.read_text()
+    new = review_ops.redraw_face(story, "two", "b", 9, version=review_ops.story_version(story))
+    assert new == review_ops.story_version(story)
+    assert changed_lines(before, story.read_text())[-1].endswith("render: {detail: {seeds: {b: 9}}}}")

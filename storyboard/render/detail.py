@@ -16,8 +16,11 @@ Then, as WebUI's ADetailer does for every box, one face after the other:
 
 Pixels outside every blurred mask keep their bytes (the paste-back keeps the picture there). A
 detection with no character (or a character whose detail is off) is left alone and reported.
-Known differences from ADetailer: faces are re-drawn one at a time, never batched; ADetailer
-gives every face of a unit the same seed, here each face has its own.
+Known differences from ADetailer: faces are re-drawn one at a time, never batched (faces of two
+characters carry two LoRA sets, so they cannot share a UNet call; each face starts from the picture
+with the faces before it re-drawn; and a batch of N is not bit-identical to N batches of one, on CPU
+already, so batching would change the bytes a face gets); ADetailer gives every face of a unit the
+same seed, here each face has its own (``detail.seeds`` can set one character's).
 """
 
 from __future__ import annotations
