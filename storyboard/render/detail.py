@@ -18,8 +18,9 @@ Pixels outside every blurred mask keep their bytes (the paste-back keeps the pic
 detection with no character (or a character whose detail is off) is left alone and reported.
 Known differences from ADetailer: faces are re-drawn one at a time, never batched (faces of two
 characters carry two LoRA sets, so they cannot share a UNet call; each face starts from the picture
-with the faces before it re-drawn; and a batch of N is not bit-identical to N batches of one, on CPU
-already, so batching would change the bytes a face gets); ADetailer gives every face of a unit the
+with the faces before it re-drawn; and a UNet call's bytes may depend on its batch size: a small
+random UNet on CPU gave batch 2 vs two calls of 1 differing by 1.7e-6, and GPU kernels are picked by
+batch size, so batching could change the bytes a face gets); ADetailer gives every face of a unit the
 same seed, here each face has its own (``detail.seeds`` can set one character's).
 """
 
