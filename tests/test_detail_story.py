@@ -110,3 +110,27 @@ def test_an_inpaint_is_detailed_once_its_base_not(tmp_path: Path) -> None:
     j = jobs(tmp_path, render=", detail: {}", panel=", inpaint: {box: [0.1, 0.1, 0.5, 0.5]}")["two"]
     assert j.detail is not None and j.base is not None  # type: ignore[attr-defined]
     assert j.base.detail is None  # type: ignore[attr-defined]
+
+
+def test_a_face_seed_names_a_character_of_the_panel(tmp_path: Path) -> None:
+    text = STORY.format(render="", panel="").replace(
+        "seed: 8}", "seed: 8, render: {detail: {seeds: {b: 3}}}}"
+    )
+    (tmp_path / "s.yaml").write_text(text)
+    r = run("validate", "s.yaml", "--no-files", cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 2, out
+    said(out, text, "id: one", "render.detail.seeds.b", "not a character of panel one")
+
+
+def test_a_face_seed_changes_that_face_only(tmp_path: Path) -> None:
+    from storyboard.render.detail import face_job
+
+    plain = jobs(tmp_path, render=", detail: {}")["two"]
+    seeded = jobs(tmp_path, render=", detail: {}", panel=", render: {detail: {seeds: {b: 99}}}")["two"]
+    assert plain.spec_digest() != seeded.spec_digest()  # a new face seed is a new render
+    a, b = seeded.detail.targets  # type: ignore[attr-defined]
+    size, box = (64, 64), (1, 1, 9, 9)
+    # a keeps the derived seed (panel seed + 1 + index); b's face gets the story's.
+    assert [face_job(plain, t, box, size, k).seed for k, t in enumerate((a, b))] == [8, 9]  # type: ignore[arg-type]
+    assert [face_job(seeded, t, box, size, k).seed for k, t in enumerate((a, b))] == [8, 99]  # type: ignore[arg-type]

@@ -132,3 +132,24 @@ def keep_direction(
         if new != text:
             atomic_write_text(story, new)
         return text_version(new)
+
+
+def redraw_face(story: Path, panel_id: str, character: str, seed: int, *, version: str) -> str:
+    """Give one character's face of a detailed panel its own seed in the story file
+    (`render.detail.seeds`), refused when the file is not the version the page showed or the panel's
+    detailer is off; the new version. The next render re-draws only that face."""
+    from storyboard.story.detail_edit import face_seed_text
+    from storyboard.story.plan import plan
+    from storyboard.writes import atomic_write_text
+
+    with _STORY_WRITE:
+        text = _check_version(story, version)
+        job = next(j for j in plan(load_story(story)) if j.panel_id == panel_id)
+        if job.detail is None or character not in {t.character for t in job.detail.targets}:
+            raise StoryboardError(
+                f"Re-draw face: panel {panel_id} has no face detailer for character {character!r}."
+            )
+        new = face_seed_text(text, story, panel_id, character, seed)
+        if new != text:
+            atomic_write_text(story, new)
+        return text_version(new)

@@ -65,8 +65,8 @@ def open_detector(
 
     path = model_file(model, models_dir=models_dir, cache_dir=cache_dir)
     spec, label = DETECTORS[model]
-    det = YoloDetector.open(path, device=device, model_id=Path(spec.files[0]).parent.name)
-    det.conf, det.label = confidence, label
+    det = YoloDetector.open(path, device=device, model_id=Path(spec.files[0]).parent.name, label=label)
+    det.conf = confidence
     return DetailDetector(det, sha256_file(path))
 
 

@@ -140,7 +140,9 @@ class YoloDetector:
     label: str = "person"  # the class kept: "face" for the detailer's face detector
 
     @classmethod
-    def open(cls, path: Path, *, device: str = "auto", model_id: str | None = None) -> YoloDetector:
+    def open(
+        cls, path: Path, *, device: str = "auto", model_id: str | None = None, label: str = "person"
+    ) -> YoloDetector:
         session = open_session(path, inputs=[INPUT], outputs=[OUTPUT], device=device)
         meta = metadata(session)
         if "names" not in meta:
@@ -149,12 +151,12 @@ class YoloDetector:
             labels, size_hw = parse_names(meta["names"]), parse_imgsz(meta)
         except ModelError as exc:
             raise ModelError(f"{path}: {exc.message}", hint=exc.hint) from None
-        if "person" not in labels:
-            raise ModelError(f"{path}: the detector has no 'person' class (classes: {', '.join(labels)}).")
+        if label not in labels:
+            raise ModelError(f"{path}: the detector has no {label!r} class (classes: {', '.join(labels)}).")
         # One blank image of the exported size: the output must be 1 x (4 + classes) x boxes.
         (out,) = probe(session, path, {INPUT: np.zeros((1, 3, *size_hw), np.float32)}, [OUTPUT])
         expect_shape(path, "the output for one image", out.shape, (1, 4 + len(labels), None))
-        return cls(session, labels, size_hw, model_id or path.parent.name)
+        return cls(session, labels, size_hw, model_id or path.parent.name, label=label)
 
     @property
     def name(self) -> str:

@@ -8,15 +8,20 @@ Then, as WebUI's ADetailer does for every box, one face after the other:
                cv2 kernel of that size grows a rectangle                          (``adetailer_box``)
     inpaint    an inpaint job over the current picture (``face_job``): the character's face prompt
                and LoRA set (its own and the style's, never another character's), the panel's
-               negative, its own seed (panel seed + 1 + the face's index, left to right), ADetailer's
+               negative, its own seed (panel seed + 1 + the face's index, left to right, or the
+               character's seed in ``detail.seeds``), ADetailer's
                denoising strength, mask blur and "only masked" padding, at the panel's size or
                inpaint_width x inpaint_height; rendered by the img2img path (``render/img2img.py``:
                crop with padding, resize, latent mask blend, paste back with the blurred mask)
 
 Pixels outside every blurred mask keep their bytes (the paste-back keeps the picture there). A
 detection with no character (or a character whose detail is off) is left alone and reported.
-Known differences from ADetailer: faces are re-drawn one at a time, never batched; ADetailer
-gives every face of a unit the same seed, here each face has its own.
+Known differences from ADetailer: faces are re-drawn one at a time, never batched (faces of two
+characters carry two LoRA sets, so they cannot share a UNet call; each face starts from the picture
+with the faces before it re-drawn; and a UNet call's bytes may depend on its batch size: a small
+random UNet on CPU gave batch 2 vs two calls of 1 differing by 1.7e-6, and GPU kernels are picked by
+batch size, so batching could change the bytes a face gets); ADetailer gives every face of a unit the
+same seed, here each face has its own (``detail.seeds`` can set one character's).
 """
 
 from __future__ import annotations
@@ -110,7 +115,8 @@ def face_job(job: PanelJob, target: DetailTarget, box: Box, size: tuple[int, int
         panel_id=f"{job.panel_id}#face{index}",
         positive=target.positive,
         loras=target.loras,
-        seed=face_seed(job.seed, index),
+        # A seed the story gives this character's face (the review page's re-draw), else derived.
+        seed=s.seeds.get(target.character, face_seed(job.seed, index)),
         settings=settings,
         characters=(target.character,),
         regions=(),

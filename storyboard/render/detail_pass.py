@@ -9,14 +9,15 @@ lists every box with the character it was given to and its seed, or "nobody".
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from PIL import Image
 
 from storyboard.jobs import DetailJob, PanelJob, RenderedPanel
-from storyboard.render.detail import DetailDone, Face, FaceFinder, run_detail
-from storyboard.render.infotext import quote
+from storyboard.render.detail import Box, DetailDone, Face, FaceFinder, run_detail
+from storyboard.render.infotext import parse_infotext, quote
 
 # Which version of storyboard's detailer wrote the keys (ADetailer writes its own release here).
 DETAIL_VERSION = "storyboard-detail 1"
@@ -73,6 +74,39 @@ def adetailer_params(detail: DetailJob, model: str, done: DetailDone) -> dict[st
         # storyboard's own key (WebUI ignores it): each box, whose it was, and the seed it got.
         faces = [f"{f.character} {list(f.box)} seed {fj.seed}" for f, fj in done.faces]
         out["Detail faces"] = "; ".join(faces + [f"nobody {list(f.box)}" for f in done.left])
+    return out
+
+
+class FaceLine(NamedTuple):
+    """One box of "Detail faces": whose it was (None: nobody), where, and the seed it got."""
+
+    character: str | None
+    box: Box
+    seed: int | None
+
+
+_FACE = re.compile(r"(\S+) \[(\d+), (\d+), (\d+), (\d+)\](?: seed (\d+))?")
+
+
+def detail_faces(infotext: str) -> list[FaceLine]:
+    """The boxes a panel's infotext lists under "Detail faces" (read with the WebUI-format reader);
+    [] when the detailer did not run.
+
+    >>> faces = {"Detail faces": "a [1, 2, 3, 4] seed 6; nobody [5, 6, 7, 8]"}
+    >>> detail_faces(with_params("x\\nSteps: 4, Seed: 5, Size: 8x8", faces))  # doctest: +NORMALIZE_WHITESPACE
+    [FaceLine(character='a', box=(1, 2, 3, 4), seed=6), FaceLine(character=None, box=(5, 6, 7, 8), seed=None)]
+    """
+    value = parse_infotext(infotext).get("Detail faces", "")
+    out = []
+    for part in filter(None, (p.strip() for p in value.split(";"))):
+        m = _FACE.fullmatch(part)
+        if m is None:
+            continue  # not written by this detailer: nothing to show for it
+        who, seed = m.group(1), m.group(6)
+        box = (int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)))
+        out.append(
+            FaceLine(None if who == "nobody" and seed is None else who, box, int(seed) if seed else None)
+        )
     return out
 
 

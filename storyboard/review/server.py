@@ -209,6 +209,27 @@ def create_app(session: Session) -> FastAPI:
         session.queue.submit("render", panel_id)
         return zone(panel_id, extra=version_input(new_version))
 
+    @app.post("/panel/{panel_id}/face", response_class=HTMLResponse)
+    async def redraw_face(panel_id: str, request: Request) -> HTMLResponse:
+        """Re-draw one face of the detailer: its new seed into the story, then the panel renders
+        again (the panel itself from the same seed: only that face changes)."""
+        data = await form(request)
+        seed, version = data.get("seed", [""])[0], data.get("version", [""])[0]
+        character = data.get("character", [""])[0]
+        target = f"#rm-{dom_id(panel_id)}"
+        if not seed.isdigit():
+            return error("Re-draw face: the seed must be a whole number.", target, 422)
+        try:
+            new_version = review_ops.redraw_face(
+                session.story, panel_id, character, int(seed), version=version
+            )
+        except review_ops.StaleStoryError as exc:
+            return error(str(exc), target, 409)
+        except StoryboardError as exc:
+            return error(str(exc), target, 422)
+        session.queue.submit("render", panel_id)
+        return zone(panel_id, extra=version_input(new_version))
+
     @app.post("/panel/{panel_id}/edit", response_class=HTMLResponse)
     async def edit(panel_id: str, request: Request) -> HTMLResponse:
         data = await form(request)

@@ -10,7 +10,7 @@ from storyboard.app.build import output_dir
 from storyboard.app.review_ops import story_version
 from storyboard.app.store import PanelStore
 from storyboard.errors import StoryboardError
-from storyboard.jobs import Manifest, PanelJob
+from storyboard.jobs import MAX_SEED, Manifest, PanelJob
 from storyboard.story.load import LoadedStory, load_story
 from storyboard.story.plan import plan
 
@@ -46,6 +46,25 @@ class Line:
     kind: str
 
 
+@dataclass(frozen=True)
+class FaceBox:
+    """A box the face detailer found in the shown picture: whose it was (None: nobody), where (in
+    pixels, and as percentages of the picture for the overlay), the seed it got and the next one."""
+
+    character: str | None
+    label: str
+    box: tuple[int, int, int, int]
+    left: float
+    top: float
+    width: float
+    height: float
+    seed: int | None
+
+    @property
+    def next_seed(self) -> int | None:
+        return None if self.seed is None else (self.seed + 1) % (MAX_SEED + 1)
+
+
 @dataclass
 class PanelView:
     id: str
@@ -65,6 +84,7 @@ class PanelView:
     candidates: list[tuple[int, FileRef]] = field(default_factory=list)  # in the order rendered
     candidate_count: int = DEFAULT_CANDIDATES  # the count of the last batch asked for
     scores: list[Score] = field(default_factory=list)
+    faces: list[FaceBox] = field(default_factory=list)  # the detailer's boxes, from the PNG's infotext
     occm: float | None = None
     flagged: bool = False
 
@@ -99,6 +119,26 @@ def _settings(job: PanelJob) -> list[tuple[str, str]]:
     if job.lora_set:
         rows.append(("LoRA", ", ".join(f"{u.name}:{u.te:g}" for u in job.lora_set)))
     return rows
+
+
+def _faces(path: Path, names: dict[str, str]) -> list[FaceBox]:
+    """The detailer's boxes, read back from the picture's infotext ("Detail faces")."""
+    from PIL import Image
+
+    from storyboard.render.detail_pass import detail_faces
+
+    try:
+        with Image.open(path) as img:
+            (w, h), text = img.size, str(img.info.get("parameters", ""))
+    except OSError:
+        return []
+    out = []
+    for f in detail_faces(text):
+        x0, y0, x1, y1 = f.box
+        label = names.get(f.character, f.character) if f.character is not None else "nobody"
+        pct = (100 * x0 / w, 100 * y0 / h, 100 * (x1 - x0) / w, 100 * (y1 - y0) / h)
+        out.append(FaceBox(f.character, label, f.box, *pct, f.seed))
+    return out
 
 
 def _candidates(root: Path, panel_id: str) -> list[tuple[int, FileRef]]:
@@ -180,6 +220,11 @@ def _view(loaded: LoadedStory, jobs: list[PanelJob], out: Path, version: str, dr
             view.image_seed = record.seed
             view.stale = record.positive != job.positive
             view.preview = not view.stale and record.seed != job.seed
+        if view.image is not None and job.detail is not None:
+            named = {
+                c: loaded.story.characters[c].name or c for c in p.characters if c in loaded.story.characters
+            }
+            view.faces = _faces(store.panel_path(p.id), named)
         panels[p.id] = view
     pages = []
     for f in sorted((root / "pages").glob("page-*.png")) if (root / "pages").is_dir() else []:

@@ -10,12 +10,12 @@ Setting names and defaults are ADetailer's (its ``ad_*`` arguments, without the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from storyboard.prompt.extra_networks import LoraUse
-from storyboard.story.base import Strict
+from storyboard.story.base import MAX_SEED, Strict
 
 # ADetailer's model names, by what storyboard detects with (pinned ONNX exports, check/detail_models.py).
 DetectorName = Literal["anime face", "person"]
@@ -49,6 +49,11 @@ class Detail(Strict):
         "",
         description="The face prompt; empty = each character's own panel prompt; [PROMPT] in it "
         "stands for that prompt (ADetailer's ad_prompt).",
+    )
+    seeds: dict[str, Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        default_factory=dict,
+        description="A face's own seed, by character id (the review page's 'Re-draw face' writes it): "
+        "that character's face is re-drawn at it instead of the panel's seed + 1 + its index.",
     )
 
 
@@ -86,7 +91,9 @@ class DetailJob:
     targets: tuple[DetailTarget, ...]
 
     def spec(self) -> dict[str, Any]:
-        return {"settings": self.settings.model_dump(), "targets": [t.spec() for t in self.targets]}
+        # No `seeds` unless given: panels detailed before the key existed keep their job hash.
+        settings = self.settings.model_dump(exclude={"seeds"} if not self.settings.seeds else None)
+        return {"settings": settings, "targets": [t.spec() for t in self.targets]}
 
 
 def face_prompt(settings: Detail, composed: str, extra: str) -> str:

@@ -21,7 +21,7 @@ from storyboard.story.detail import DetailJob, DetailTarget, face_prompt
 from storyboard.story.frames import panel_frames
 from storyboard.story.img2img import img2img_job
 from storyboard.story.inputs import control_inputs
-from storyboard.story.load import LoadedStory, StoryError
+from storyboard.story.load import LoadedStory, StoryError, position_of, setting_location
 from storyboard.story.regions import Box, parse_split, split_boxes, split_ratios
 from storyboard.story.schema import Panel, RenderSettings, Story
 
@@ -77,6 +77,7 @@ def plan(loaded: LoadedStory) -> list[PanelJob]:
         if settings.detail is not None and settings.detail.enabled and panel.characters:
             # Last, so an inpaint's base (the panel under it) is not detailed: only the final picture.
             job = replace(job, detail=detail_job(story, (page, index, panel), settings, dirs, placed))
+            problems += face_seed_problems(loaded, panel, settings)
         jobs.append(job)
     if problems:
         raise StoryError(problems)
@@ -204,6 +205,20 @@ def detail_job(
         text, uses = compose_alone(story, where, settings, dirs, [cid], panel.scene, words)
         targets.append(DetailTarget(cid, text, uses, boxes.get(cid)))
     return DetailJob(detail, tuple(targets))
+
+
+def face_seed_problems(loaded: LoadedStory, panel: Panel, settings: RenderSettings) -> list[str]:
+    """`render.detail.seeds` names only characters of the panel (a typo would silently do nothing)."""
+    assert settings.detail is not None and panel.id is not None
+    out = []
+    for cid in settings.detail.seeds:
+        if cid not in panel.characters:
+            loc = setting_location(loaded, panel.id, ("render", "detail", "seeds", cid))
+            out.append(
+                f"{position_of(loaded, loc)}: render.detail.seeds.{cid}: {cid!r} is not a character of "
+                f"panel {panel.id} ({', '.join(panel.characters)})"
+            )
+    return out
 
 
 def regional_prompt(regions: list[RegionJob], shared: str, base_ratio: float) -> str:
