@@ -101,3 +101,17 @@ def test_app_edit_refuses_a_stale_version(tmp_path: Path) -> None:
     assert story.read_text() == edited
     review_ops.pick_checked(story, "gate", 7, version=v1)
     assert load_story(story).story.panel("gate").seed == 7
+
+
+def test_removing_a_key_keeps_the_comment_lines_below_it(tmp_path: Path) -> None:
+    """ruamel files the comment lines after a value under that key; removing the caption must not
+    take the writer's comment about the next key with it (its own end-of-line comment goes)."""
+    story = copy_demo(tmp_path)
+    text = story.read_text().replace(
+        "caption: Monday. The first warm morning of spring.",
+        "caption: Monday. The first warm morning of spring.  # draft wording",
+    )
+    removed = edit_panel_text(text, story, "gate", caption="")
+    assert changed_lines(text, removed) == [
+        "-        caption: Monday. The first warm morning of spring.  # draft wording"
+    ]

@@ -41,11 +41,39 @@ def _same_style(old: Any, new: str) -> Any:
     return new
 
 
+def _remove(node: CommentedMap, key: str) -> None:
+    """Delete `key`, keeping the comment lines that follow its value: ruamel files them under the
+    key before them, so a plain `del` would take a writer's comment about the next key with it."""
+    if key not in node:
+        return
+    keys = list(node)
+    at = keys.index(key)
+    after = node.ca.items.get(key, [None, None, None, None])
+    trailing = after[2] if len(after) > 2 else None
+    del node[key]
+    if trailing is None:
+        return
+    # Its own end-of-line comment ("# eol\n# next\n") went with it; the lines below it stay.
+    trailing.value = (
+        "\n" + trailing.value.split("\n", 1)[1] if not trailing.value.startswith("\n") else trailing.value
+    )
+    if not trailing.value.strip():
+        return
+    if at == 0:
+        node.ca.comment = [None, [trailing]] if node.ca.comment is None else node.ca.comment
+        return
+    prev = keys[at - 1]
+    slot = node.ca.items.setdefault(prev, [None, None, None, None])
+    if slot[2] is None:
+        slot[2] = trailing
+    else:  # the key before has its own comment: keep both, its own first
+        slot[2].value = slot[2].value.rstrip("\n") + "\n" + trailing.value.lstrip("\n")
+
+
 def _set(node: CommentedMap, key: str, value: str | None, after: str | None) -> None:
     """Set, add (after the key `after`, or first when None) or, for an empty value, remove `key`."""
     if value is None or value == "":
-        if key in node:
-            del node[key]
+        _remove(node, key)
         return
     if key in node:
         if node[key] != value:
@@ -88,8 +116,7 @@ def direct_panel_text(text: str, path: Path, panel_id: str, direction: dict[str,
     for key in DIRECTION_KEYS:
         value = direction.get(key)
         if value is None:
-            if key in node:
-                del node[key]
+            _remove(node, key)
             continue
         if isinstance(value, dict):
             flow = CommentedMap(value)
