@@ -43,9 +43,10 @@ TEN_GRID = (
 _PROGRESS = re.compile(r"rendered \S+ \((\d+)/(\d+)\)")
 
 
-def book_yaml(pages: int, panels_per_page: int = PANELS_PER_PAGE) -> str:
+def book_yaml(pages: int, panels_per_page: int = PANELS_PER_PAGE, layout: str | None = None) -> str:
     """A story of `pages` pages, `panels_per_page` panels each, with dialogue and captions as a real
-    script has (lettering is part of layout's cost); draft panels need no model files."""
+    script has (lettering is part of layout's cost); draft panels need no model files. `layout`: a
+    flow mapping for the story's layout block (default: the defaults, A4 at 300 dpi, every format)."""
     lines = [
         f"title: Long Book {pages}",
         "author: bench",
@@ -53,6 +54,7 @@ def book_yaml(pages: int, panels_per_page: int = PANELS_PER_PAGE) -> str:
         "  ann: {name: Ann, lora: ann_v1, triggers: [ann]}",
         "  bo: {name: Bo, lora: bo_v1, triggers: [bo]}",
         "render: {width: 384, height: 256}",
+        *([f"layout: {layout}"] if layout else []),
         "pages:",
     ]
     for p in range(1, pages + 1):
@@ -71,12 +73,14 @@ def book_yaml(pages: int, panels_per_page: int = PANELS_PER_PAGE) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_project(root: Path, pages: int, panels_per_page: int = PANELS_PER_PAGE) -> Path:
+def write_project(
+    root: Path, pages: int, panels_per_page: int = PANELS_PER_PAGE, layout: str | None = None
+) -> Path:
     """root/book.yaml plus the ten-panel template in root/templates/layouts/; returns the story."""
     (root / "templates" / "layouts").mkdir(parents=True, exist_ok=True)
     (root / "templates" / "layouts" / "ten-grid.yaml").write_text(TEN_GRID)
     story = root / "book.yaml"
-    story.write_text(book_yaml(pages, panels_per_page))
+    story.write_text(book_yaml(pages, panels_per_page, layout))
     return story
 
 

@@ -1,31 +1,23 @@
 """Write page drawings to a PDF with reportlab; all lettering stays real, selectable text.
 
-reportlab keeps every object of a document until save and then joins the whole file in memory, so
-a 1,000-page book held every page's image data twice. Here the pages stream: each page's panel images
-are read when that page is drawn, their encoded data goes to a scratch file once the page is done
-(read back one image at a time while the file is written), and the file is written object by object
-as reportlab formats it. The bytes are reportlab's own, the same as a plain `canvas.save()`
-(tests/test_book_stream.py compares them), and memory stays that of one page plus a few hundred
-bytes of bookkeeping per page.
+Pages stream (layout/pdfstream.py): each page's panel images are read when that page is drawn, and
+their encoded data waits in a scratch file, not in reportlab's document, until the file is written.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
 
 from PIL import Image
 from reportlab.lib.utils import ImageReader
-from reportlab.pdfbase import pdfdoc
 from reportlab.pdfgen import canvas as rl_canvas
 
 from storyboard.layout.drawing import ImageOp, LineOp, PageDrawing, PathOp, RectOp, TextOp
 from storyboard.layout.fonts import shipped
+from storyboard.layout.pdfstream import install_hooks, spool_images, streamed_save
 from storyboard.layout.types import LayoutMeta
 
 
@@ -48,7 +40,11 @@ def draw_page(c: rl_canvas.Canvas, page: PageDrawing, jpeg_quality: int | None =
     for op in page.ops:
         if isinstance(op, ImageOp):
             r = op.rect
-            c.drawImage(_image_source(op.placed(), jpeg_quality), r.x, r.y, r.w, r.h)
+            reader = _image_source(op.placed(), jpeg_quality)
+            c.drawImage(reader, r.x, r.y, r.w, r.h)
+            # reportlab keeps a JPEG reader's bound method on the reader itself, a reference cycle:
+            # its pixels, RGB copy and JPEG bytes would wait for the garbage collector, pages of them.
+            vars(reader).pop("jpeg_fh", None)
         elif isinstance(op, RectOp):
             r = op.rect
             if op.fill:
@@ -91,75 +87,6 @@ def draw_page(c: rl_canvas.Canvas, page: PageDrawing, jpeg_quality: int | None =
             c.drawText(text)
 
 
-_sink = threading.local()
-
-
-class _StreamingFile(pdfdoc.PDFFile):
-    """reportlab's output collector. During a streamed save on this thread each formatted object
-    goes straight to the file (reportlab keeps a list of them all and joins it at the end); at any
-    other time it is reportlab's own."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        fh: IO[bytes] | None = getattr(_sink, "fh", None)
-        if fh is not None:
-            header: list[bytes] = self.strings  # written by the constructor
-            fh.write(b"".join(header))
-            header.clear()
-            self.write = fh.write
-
-
-class _SpooledImage(pdfdoc.PDFImageXObject):  # type: ignore[misc]
-    """An image XObject whose data waits in the scratch file until the PDF is written."""
-
-    _spool: IO[bytes]
-    _at: tuple[int, int, bool]  # offset, length, whether reportlab held it as str (ASCII85)
-
-    def format(self, document: Any) -> bytes:
-        offset, length, text = self._at
-        self._spool.seek(offset)
-        data = self._spool.read(length)
-        self.streamContent = data.decode("latin-1") if text else data
-        try:
-            return super().format(document)  # type: ignore[no-any-return]
-        finally:
-            self.streamContent = ""
-
-
-def _spool_images(doc: Any, since: int, spool: IO[bytes]) -> None:
-    """Move the data of the image objects registered after object number `since` to the spool."""
-    for number in range(since + 1, doc.objectcounter + 1):
-        oid = doc.numberToId[number]
-        obj = doc.idToObject[oid]
-        if type(obj) is not pdfdoc.PDFImageXObject:
-            continue
-        content = obj.streamContent
-        text = isinstance(content, str)
-        data = content.encode("latin-1") if text else bytes(content)
-        spool.seek(0, io.SEEK_END)
-        spooled = _SpooledImage.__new__(_SpooledImage)
-        spooled.__dict__.update(obj.__dict__)  # its name, size, filters; one object, registered once
-        spooled._spool, spooled._at = spool, (spool.tell(), len(data), text)
-        spooled.streamContent = ""
-        spool.write(data)
-        doc.idToObject[oid] = spooled
-
-
-_install = threading.Lock()
-
-
-@contextmanager
-def _streamed_save(fh: IO[bytes]) -> Iterator[None]:
-    with _install:
-        if pdfdoc.PDFFile is not _StreamingFile:
-            pdfdoc.PDFFile = _StreamingFile  # inert unless a streamed save runs on the thread
-    _sink.fh = fh
-    try:
-        yield
-    finally:
-        _sink.fh = None
-
-
 def write_pdf(
     pages: Sequence[PageDrawing],
     path: Path,
@@ -179,6 +106,7 @@ def write_pdf(
     # The initial font is written into every page's resources whether used or not; make it one of
     # ours so the PDF names no font that is not embedded (reportlab's default is Helvetica).
     first = next((op.font.name for p in pages for op in p.ops if isinstance(op, TextOp)), None)
+    install_hooks()
     spool_path = spool or path.with_name(path.name + ".images")
     with path.open("wb") as fh, spool_path.open("w+b") as images:
         try:
@@ -200,8 +128,8 @@ def write_pdf(
                     _box(c, page)
                 draw_page(c, page, jpeg_quality)
                 c.showPage()
-                _spool_images(c._doc, before, images)
-            with _streamed_save(fh):
+                spool_images(c._doc, before, images)
+            with streamed_save(fh):
                 c.save()
         finally:
             spool_path.unlink(missing_ok=True)
