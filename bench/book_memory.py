@@ -4,9 +4,9 @@ For each size (pages of 10 panels each) a story is written into a fresh project 
 user builds it: `storyboard build book.yaml --draft` in a subprocess, from the project folder, with a
 relative path. Measured per build:
 
-- peak RSS: the most the build's process tree held at once (its RSS plus its children's, pdftoppm
-  included), polled from /proc every 20 ms; and ru_maxrss of the build process (from wait4), which a
-  poll cannot miss.
+- peak memory: the most the build's process tree held at once (the proportional set size of the
+  build and its children, pdftoppm included), polled from /proc every 20 ms; and the peak RSS of the
+  build process itself (ru_maxrss from wait4), which a poll cannot miss.
 - panels per second: of the render phase (from the first to the last progress line) and of the whole
   build (start to exit, layout of the PDF, CBZ and page PNGs included), plus the layout's seconds.
 
@@ -84,27 +84,42 @@ def write_project(
     return story
 
 
-def _tree_rss(pid: int) -> int:
-    """RSS in bytes of pid and every descendant (children found through /proc/*/stat's ppid)."""
+def _memory(pid: int) -> int:
+    """Proportional set size in bytes (shared pages split between their sharers), or RSS where the
+    kernel has no smaps_rollup. RSS would count the build twice for the instant a pdftoppm child is
+    forked from it and still shares its pages."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _tree_memory(pid: int) -> int:
+    """Memory of pid and every descendant (children found through /proc/*/stat's ppid)."""
     parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                parents[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-        parents[int(d)] = int(fields[1])
-        rss[int(d)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
     tree, frontier = {pid}, [pid]
     while frontier:
         p = frontier.pop()
         kids = [c for c, pp in parents.items() if pp == p and c not in tree]
         tree.update(kids)
         frontier += kids
-    return sum(rss.get(p, 0) for p in tree)
+    return sum(_memory(p) for p in tree)
 
 
 @dataclass
@@ -117,7 +132,7 @@ class Run:
     layout_seconds: float
     render_panels_per_s: float
     build_panels_per_s: float
-    peak_tree_rss_mib: float
+    peak_tree_pss_mib: float
     maxrss_mib: float
     load_before: float
     load_after: float
@@ -153,7 +168,7 @@ def run_build(project: Path, storyboard: list[str], pages: int) -> Run:
     peak = 0
     status = None
     while status is None:
-        peak = max(peak, _tree_rss(proc.pid))
+        peak = max(peak, _tree_memory(proc.pid))
         done_pid, st, usage = os.wait4(proc.pid, os.WNOHANG)
         if done_pid:
             status = (st, usage)
@@ -178,7 +193,7 @@ def run_build(project: Path, storyboard: list[str], pages: int) -> Run:
         layout_seconds=round(t0 + elapsed - t_last, 2),
         render_panels_per_s=round((n_last - n_first) / render_s, 1) if render_s > 0 else 0.0,
         build_panels_per_s=round(panels / elapsed, 2),
-        peak_tree_rss_mib=round(peak / 2**20, 1),
+        peak_tree_pss_mib=round(peak / 2**20, 1),
         maxrss_mib=round(usage.ru_maxrss / 1024, 1),  # kB on Linux
         load_before=round(load_before, 2),
         load_after=round(os.getloadavg()[0], 2),
@@ -217,12 +232,12 @@ def main() -> None:
             run = run_build(project, storyboard, pages)
             runs.append(run)
             print(json.dumps(asdict(run)), file=sys.stderr, flush=True)
-    header = f"{'pages':>6} {'panels':>7} {'peak MiB':>9} {'maxrss MiB':>10} {'render p/s':>10} "
+    header = f"{'pages':>6} {'panels':>7} {'tree MiB':>9} {'maxrss MiB':>10} {'render p/s':>10} "
     header += f"{'build p/s':>9} {'layout s':>9} {'total s':>8} {'load':>10}"
     print(header)
     for r in runs:
         print(
-            f"{r.pages:>6} {r.panels:>7} {r.peak_tree_rss_mib:>9.0f} {r.maxrss_mib:>10.0f} "
+            f"{r.pages:>6} {r.panels:>7} {r.peak_tree_pss_mib:>9.0f} {r.maxrss_mib:>10.0f} "
             f"{r.render_panels_per_s:>10.1f} {r.build_panels_per_s:>9.2f} {r.layout_seconds:>9.1f} "
             f"{r.seconds:>8.1f} {r.load_before:>4.2f}-{r.load_after:<4.2f}"
             + ("" if r.exit_code == 0 else f"  exit {r.exit_code}")
