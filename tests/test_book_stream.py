@@ -239,3 +239,33 @@ def test_ascii85_is_reportlabs() -> None:
             data = bytes(rng.choice([0, 0, 0, 255, rng.randrange(256)]) for _ in range(n))
             assert a85(data) == asciiBase85Encode(data)
             assert a85(data.decode("latin-1")) == asciiBase85Encode(data.decode("latin-1"))
+
+
+def test_manifest_rewrites_stay_a_small_share_of_the_render(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest rewrite grows with the book; spaced by how long the last one took, rewrites cost
+    the same share of a render at any length (a fixed interval of 0 s wrote after every panel here)."""
+    import time
+
+    import storyboard.app.build as build_mod
+    from storyboard.app.store import PanelStore
+
+    story = _bench().write_project(tmp_path, 4, layout=LAYOUT)
+    monkeypatch.setattr(build_mod, "MANIFEST_INTERVAL", 0.0)
+    spent: list[float] = []
+    write = PanelStore.write_manifest
+
+    def slow_write(self: PanelStore, manifest: Any) -> None:
+        t = time.monotonic()
+        time.sleep(0.02)  # as a 10,000-panel manifest takes longer than a 60-panel one
+        write(self, manifest)
+        spent.append(time.monotonic() - t)
+
+    monkeypatch.setattr(PanelStore, "write_manifest", slow_write)
+    t0 = time.monotonic()
+    report = build(load_story(story), tmp_path / "out", DraftRenderer(), draft=True, layout=False)
+    elapsed = time.monotonic() - t0
+    assert len(report.rendered) == 40
+    assert PanelStore(report.out_dir).read_manifest().panels.keys() == set(report.rendered)
+    assert sum(spent[:-1]) <= elapsed / 10, (len(spent), sum(spent), elapsed)  # the last: the final write
