@@ -70,6 +70,7 @@ def rasterize_pdf(
                         page = im.convert("RGB")
                     f.unlink()
                     yield page
+                out.rmdir()  # one range's scratch at a time, whatever the book's length
         finally:
             # A caller that stops early (an error, Ctrl-C) leaves no pdftoppm writing into the folder.
             if running is not None and running[0].poll() is None:
