@@ -215,3 +215,15 @@ def remove_stale_temps(root: Path, *, skip: tuple[str, ...] = ()) -> list[Path]:
                     os.unlink(here / name)
                     removed.append(here / name)
     return removed
+
+
+def move_into(root: Path, src: Path, path: Path | str) -> Path:
+    """A finished scratch file from a `temp_dir(root)` moved to `path` inside `root`, atomically
+    (a rename on the same disk): write_bytes for files too large to hold in memory (a long book's
+    PDF). `src` must lie inside `root`, as a temp_dir does."""
+    source = confined(root, src)
+    target = confined(root, path, make_parents=True)
+    with open(source, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(source, target)
+    return target

@@ -6,7 +6,8 @@ hash is in the store is reused; the rest are rendered and written one by one, ea
 interrupted build resumes where it stopped.
 
 The cache is the record of what is done; the manifest describes it and is rewritten at most once per
-MANIFEST_INTERVAL seconds (and at the end), so a build of thousands of panels keeps a steady rate. A
+MANIFEST_INTERVAL seconds, or 20 times as long as the last rewrite took (and at the end), so a build
+of thousands of panels keeps a steady rate. A
 build killed in between loses only manifest lines, which the next build rewrites from the cache.
 
 Draft builds go to their own store, output/<story>/draft/, so a draft never replaces a real render,
@@ -105,7 +106,7 @@ def build(
                 old = entries.get(j.panel_id)
                 if old is None or old.job_hash != hashes[j.panel_id]:
                     entries[j.panel_id] = _record(j, hashes[j.panel_id], store, renderer, None)
-        last_write = time.monotonic()
+        last_write, interval = time.monotonic(), MANIFEST_INTERVAL
         try:
             todo = with_bases(todo, store, renderer)
             for done, result in enumerate(renderer.render(todo), start=1):
@@ -117,9 +118,13 @@ def build(
                 entries[result.job.panel_id] = _record(result.job, h, store, renderer, result.seconds)
                 report.rendered.append(result.job.panel_id)
                 report.notes += result.notes  # e.g. the face detailer's detections left alone
-                if time.monotonic() - last_write >= MANIFEST_INTERVAL:
+                if time.monotonic() - last_write >= interval:
+                    started = time.monotonic()
                     store.write_manifest(_manifest(loaded, jobs, entries))
                     last_write = time.monotonic()
+                    # A write grows with the book (0.3 s at 10,000 panels): space them so they
+                    # never take more than a twentieth of the render, whatever its length.
+                    interval = max(MANIFEST_INTERVAL, 20 * (last_write - started))
                 if progress:
                     progress(result.job.panel_id, done, len(todo))
         finally:

@@ -1,4 +1,8 @@
-"""CBZ archives: page images in reading order plus ComicInfo.xml (ComicRack schema v2.0)."""
+"""CBZ archives: page images in reading order plus ComicInfo.xml (ComicRack schema v2.0).
+
+Pages are written into the archive as they come (`CbzWriter.add`), so a book of any length holds one
+page's PNG at a time; ComicInfo.xml, which lists every page's size, closes the archive.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps keep the archive rep
 @dataclass(frozen=True)
 class CbzPage:
     name: str
-    data: bytes
+    size: int  # bytes of the PNG
     width: int
     height: int
     cover: bool = False
@@ -49,7 +53,7 @@ def comicinfo_xml(meta: LayoutMeta, pages: list[CbzPage], rtl: bool) -> bytes:
     for i, page in enumerate(pages):
         attrs = {
             "Image": str(i),
-            "ImageSize": str(len(page.data)),
+            "ImageSize": str(page.size),
             "ImageWidth": str(page.width),
             "ImageHeight": str(page.height),
         }
@@ -62,13 +66,31 @@ def comicinfo_xml(meta: LayoutMeta, pages: list[CbzPage], rtl: bool) -> bytes:
     return buf.getvalue()
 
 
-def write_cbz(path: Path, meta: LayoutMeta, pages: list[CbzPage], rtl: bool) -> None:
+class CbzWriter:
     """Pages are stored (PNG is already compressed) under names that sort in reading order."""
-    with zipfile.ZipFile(path, "w") as zf:
-        for page in pages:
-            info = zipfile.ZipInfo(page.name, _FIXED_TIME)
-            info.compress_type = zipfile.ZIP_STORED
-            zf.writestr(info, page.data)
+
+    def __init__(self, path: Path, meta: LayoutMeta, rtl: bool) -> None:
+        self._zip = zipfile.ZipFile(path, "w")
+        self._meta, self._rtl = meta, rtl
+        self.pages: list[CbzPage] = []
+
+    def add(self, name: str, data: bytes, width: int, height: int, *, cover: bool = False) -> None:
+        info = zipfile.ZipInfo(name, _FIXED_TIME)
+        info.compress_type = zipfile.ZIP_STORED
+        self._zip.writestr(info, data)
+        self.pages.append(CbzPage(name, len(data), width, height, cover))
+
+    def close(self) -> None:
         info = zipfile.ZipInfo("ComicInfo.xml", _FIXED_TIME)
         info.compress_type = zipfile.ZIP_DEFLATED
-        zf.writestr(info, comicinfo_xml(meta, pages, rtl))
+        self._zip.writestr(info, comicinfo_xml(self._meta, self.pages, self._rtl))
+        self._zip.close()
+
+    def __enter__(self) -> CbzWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._zip.close()  # the caller discards the half-written archive

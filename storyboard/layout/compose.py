@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from PIL import Image, UnidentifiedImageError
-
 from storyboard.errors import StoryboardError
-from storyboard.layout.drawing import BLACK, WHITE, ImageOp, LineOp, Op, PageDrawing, RectOp, TextOp
+from storyboard.layout.drawing import (
+    BLACK,
+    WHITE,
+    ImageOp,
+    LineOp,
+    Op,
+    PageDrawing,
+    RectOp,
+    TextOp,
+    open_panel_image,
+)
 from storyboard.layout.fonts import FontSet, string_width
 from storyboard.layout.geometry import bleeds, fit_image, panel_rects, print_pixels
 from storyboard.layout.lettering import LetteringStyle, letter_panel
@@ -17,27 +23,12 @@ from storyboard.layout.textblock import fit_block
 from storyboard.layout.types import LayoutMeta, LayoutPage, LayoutSettings, PanelPlacement, Rect
 
 
-def load_panel_image(path: Path, where: str) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError as exc:
-        raise StoryboardError(
-            f"{where}: panel image {path} does not exist",
-            hint="render the panels first (`storyboard build` or `storyboard render`)",
-        ) from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise StoryboardError(f"{where}: {path} is not a readable image ({exc})") from exc
-
-
 def page_template(
-    page: LayoutPage, images: list[Image.Image], templates: dict[str, Template], geo: PageGeometry
+    page: LayoutPage, sizes: list[tuple[int, int]], templates: dict[str, Template], geo: PageGeometry
 ) -> Template:
     n = len(page.panels)
     if page.template is None:
-        return choose_template(
-            n, [im.width / im.height for im in images], templates, live_aspect=geo.live.w / geo.live.h
-        )
+        return choose_template(n, [w / h for w, h in sizes], templates, live_aspect=geo.live.w / geo.live.h)
     tpl = get_template(page.template, templates)
     if tpl.n_panels != n:
         raise StoryboardError(
@@ -80,8 +71,13 @@ def compose_page(
     geo = page_geometry(settings)
     if not page.panels:
         raise StoryboardError(f"page {page.number} has no panels")
-    images = [load_panel_image(p.image, f"page {page.number}, panel {p.id}") for p in page.panels]
-    tpl = page_template(page, images, templates, geo)
+    wheres = [f"page {page.number}, panel {p.id}" for p in page.panels]
+    # Only the sizes now (a header read): the pixels are read when the page is drawn, one page at a time.
+    sizes = []
+    for p, where in zip(page.panels, wheres, strict=True):
+        with open_panel_image(p.image, where) as img:
+            sizes.append(img.size)
+    tpl = page_template(page, sizes, templates, geo)
     rtl = settings.reading_direction == "rtl"
     rects = panel_rects(tpl, geo, settings.gutter_mm * MM, rtl)
     bleeding = bleeds(tpl, geo)
@@ -89,13 +85,13 @@ def compose_page(
     style = LetteringStyle(settings.font_size_pt, language, rtl, settings.border_width_pt, settings.vertical)
     placements = []
     lettering_ops: list[Op] = []
-    for panel, img, rect in zip(page.panels, images, rects, strict=True):
-        fit = fit_image(img.width, img.height, rect, settings.fit, panel.focus)
-        placed = img.crop(fit.crop).resize(print_pixels(fit.dest, settings.dpi), Image.Resampling.LANCZOS)
-        drawing.ops.append(ImageOp(fit.dest, placed))
+    for panel, (w, h), rect, where in zip(page.panels, sizes, rects, wheres, strict=True):
+        fit = fit_image(w, h, rect, settings.fit, panel.focus)
+        drawing.ops.append(
+            ImageOp(fit.dest, panel.image, fit.crop, print_pixels(fit.dest, settings.dpi), where)
+        )
         if settings.border_width_pt > 0 and not bleeding:
             drawing.ops.append(RectOp(rect, None, BLACK, settings.border_width_pt))
-        where = f"page {page.number}, panel {panel.id}"
         balloons, ops = letter_panel(panel, rect, fonts, style, where, safe=geo.live)
         lettering_ops += ops
         placements.append(PanelPlacement(page.number, pdf_index, panel.id, rect, fit.dest, tuple(balloons)))

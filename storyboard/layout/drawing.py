@@ -6,9 +6,11 @@ Coordinates are PDF points, origin bottom-left. Colours are RGB floats 0..1.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from storyboard.errors import StoryboardError
 from storyboard.layout.fonts import FontSpec
 from storyboard.layout.types import Rect
 
@@ -18,10 +20,41 @@ BLACK: Color = (0.0, 0.0, 0.0)
 WHITE: Color = (1.0, 1.0, 1.0)
 
 
-@dataclass(frozen=True, eq=False)
+def open_panel_image(path: Path, where: str) -> Image.Image:
+    """The panel file opened lazily (header read, pixels not yet decoded); the caller closes it.
+    A missing or unreadable file is an error naming the page and panel."""
+    try:
+        return Image.open(path)
+    except FileNotFoundError as exc:
+        raise StoryboardError(
+            f"{where}: panel image {path} does not exist",
+            hint="render the panels first (`storyboard build` or `storyboard render`)",
+        ) from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise StoryboardError(f"{where}: {path} is not a readable image ({exc})") from exc
+
+
+@dataclass(frozen=True)
 class ImageOp:
+    """A panel image placed on the page: the file, the part of it shown and its size in print pixels.
+
+    The pixels are read only when the page is drawn (`placed()`), so a book's page drawings hold no
+    images and a layout holds one page's panels at a time, however long the book.
+    """
+
     rect: Rect
-    image: Image.Image  # already cropped and resampled to print resolution
+    source: Path
+    crop: tuple[int, int, int, int]
+    size: tuple[int, int]  # print pixels: the crop resampled to the layout's dpi
+    where: str  # "page N, panel ID", for errors
+
+    def placed(self) -> Image.Image:
+        with open_panel_image(self.source, self.where) as img:
+            try:
+                rgb = img.convert("RGB")
+            except OSError as exc:  # a truncated file fails only when its pixels are decoded
+                raise StoryboardError(f"{self.where}: {self.source} is not a readable image ({exc})") from exc
+        return rgb.crop(self.crop).resize(self.size, Image.Resampling.LANCZOS)
 
 
 @dataclass(frozen=True)
