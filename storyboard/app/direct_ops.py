@@ -22,13 +22,14 @@ from PIL import Image, UnidentifiedImageError
 
 from storyboard.app.build import output_dir, render_one
 from storyboard.errors import StoryboardError
-from storyboard.jobs import Renderer
+from storyboard.input_images import load_input_image
+from storyboard.jobs import PanelJob, Renderer
 from storyboard.story.edit import direct_panel_text
 from storyboard.story.load import LoadedStory, load_story, load_story_text
 from storyboard.story.plan import plan
 from storyboard.writes import atomic_write_bytes, safe_child, write_bytes
 
-ROLES = ("init", "mask")
+ROLES = ("init", "mask", "control")
 INPUTS_DIR = "inputs"  # beside the story: where kept pictures go
 
 
@@ -46,6 +47,13 @@ class Direction:
     masked_content: str = "original"
     inpaint_full_res: bool = False
     padding: int = 32
+    # The panel's first ControlNet unit: "new" (the staged upload), "keep" (its image), "none".
+    control: str = "keep"
+    control_module: str = "none"
+    control_model: str = ""
+    control_weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
 
     @classmethod
     def from_form(cls, data: dict[str, Any]) -> Direction:
@@ -61,6 +69,12 @@ class Direction:
                 masked_content=str(data.get("masked_content", "original")),
                 inpaint_full_res=bool(data.get("inpaint_full_res", False)),
                 padding=int(data.get("padding", 32)),
+                control=str(data.get("control", "keep")),
+                control_module=str(data.get("control_module", "none")),
+                control_model=str(data.get("control_model", "")).strip(),
+                control_weight=float(data.get("control_weight", 1.0)),
+                guidance_start=float(data.get("guidance_start", 0.0)),
+                guidance_end=float(data.get("guidance_end", 1.0)),
             )
         except (TypeError, ValueError) as exc:
             raise StoryboardError(f"Direct: a setting is not a number ({exc}).") from None
@@ -103,11 +117,39 @@ def _settings(loaded: LoadedStory, panel_id: str, d: Direction, pictures: dict[s
             inpaint["seed"] = panel.inpaint.seed  # a picked inpaint seed stays
     directed = init is not None or inpaint is not None
     return {
+        "control": _control(panel, d, pictures.get("control")),
         "init_image": str(init) if init is not None else None,
         "denoising_strength": d.denoising_strength if directed else None,
         "resize_mode": d.resize_mode if init is not None and d.resize_mode != "Just resize" else None,
         "inpaint": inpaint,
     }
+
+
+_UNIT_DEFAULTS: dict[str, Any] = {"module": "none", "weight": 1.0, "guidance_start": 0.0, "guidance_end": 1.0}
+
+
+def _control(panel: Any, d: Direction, picture: str | None) -> list[dict[str, Any]] | None:
+    """The panel's own ``control:`` list with its first unit as the form says (the unit's other
+    fields, and any further units, as they were); None: no key (the story's default units)."""
+    own = list(panel.control or [])
+    if d.control == "none" or (d.control == "keep" and not own):
+        return None
+    first = own[0].model_dump(mode="json", exclude_unset=True) if own else {}
+    image = picture if d.control == "new" else first.get("image")
+    if image is None:
+        raise StoryboardError("Direct: no control picture was uploaded for this panel.")
+    unit: dict[str, Any] = {
+        "image": str(image),
+        "module": d.control_module,
+        "model": d.control_model or "none",
+    }
+    unit |= {"weight": d.control_weight, "guidance_start": d.guidance_start, "guidance_end": d.guidance_end}
+    # The unit's other fields (control mode, resize mode...) as they were; defaults left unwritten.
+    unit = first | unit
+    # A default the story did not write stays unwritten; one it wrote stays written.
+    unit = {k: v for k, v in unit.items() if k in first or _UNIT_DEFAULTS.get(k, object()) != v}
+    rest = [u.model_dump(mode="json", exclude_unset=True) for u in own[1:]]
+    return [unit, *rest]
 
 
 def _staged(folder: Path, d: Direction) -> dict[str, Path]:
@@ -121,16 +163,43 @@ def _staged(folder: Path, d: Direction) -> dict[str, Path]:
     return out
 
 
-def preview(story: Path, out: Path, renderer: Renderer, panel_id: str, d: Direction, *, draft: bool) -> Path:
-    """Render the panel as directed into ``direct/<panel>/preview.png``; the story is untouched."""
+def _directed(story: Path, out: Path, panel_id: str, d: Direction, *, draft: bool) -> tuple[Path, PanelJob]:
+    """The staging folder and the panel's job as directed (the story file untouched)."""
     loaded = load_story(story)
     folder = stage_dir(loaded, out, panel_id, draft=draft)
     staged = {role: str(path) for role, path in _staged(folder, d).items()}
     text = story.read_text(encoding="utf-8")
     new_text = direct_panel_text(text, story, panel_id, _settings(loaded, panel_id, d, staged))
     directed = load_story_text(new_text, story)
-    job = next(j for j in plan(directed) if j.panel_id == panel_id)
-    return render_one(output_dir(loaded, out, draft=draft), renderer, job, folder / "preview.png")
+    return folder, next(j for j in plan(directed) if j.panel_id == panel_id)
+
+
+def preview(story: Path, out: Path, renderer: Renderer, panel_id: str, d: Direction, *, draft: bool) -> Path:
+    """Render the panel as directed into ``direct/<panel>/preview.png``; the story is untouched."""
+    folder, job = _directed(story, out, panel_id, d, draft=draft)
+    return render_one(output_dir(load_story(story), out, draft=draft), renderer, job, folder / "preview.png")
+
+
+def control_map(story: Path, out: Path, panel_id: str, d: Direction, *, draft: bool) -> Path | None:
+    """The first unit's map as its ControlNet reads it in the first pass (the renderer's own
+    preprocess: ``detect`` then ``fit_map``), into ``direct/<panel>/control-map.png``; None (and
+    no file) when the panel, as directed, has no unit."""
+    from storyboard.render.control.files import check_module
+    from storyboard.render.control.preprocess import detect, fit_map
+
+    folder, job = _directed(story, out, panel_id, d, draft=draft)
+    path = folder / "control-map.png"
+    if not job.control:
+        path.unlink(missing_ok=True)
+        return None
+    unit = job.control[0]
+    check_module(unit)  # a preprocessor needing weights: the renderer's sentence
+    first = (job.settings.width, job.settings.height)
+    image = load_input_image(job.input_image("control 0").path)
+    fitted = fit_map(detect(image, unit, first), first, unit.resize_mode)
+    buf = io.BytesIO()
+    Image.fromarray(fitted).save(buf, format="PNG")
+    return write_bytes(output_dir(load_story(story), out, draft=draft), path, buf.getvalue())
 
 
 def preview_path(story: Path, out: Path, panel_id: str, *, draft: bool) -> Path | None:

@@ -23,6 +23,8 @@ from storyboard.app import direct_ops, review_ops
 from storyboard.app.build import output_dir
 from storyboard.errors import StoryboardError
 from storyboard.jobs import PanelJob
+from storyboard.story.control import BUILTIN_MODULES, WEIGHTED_MODULES
+from storyboard.story.inputs import panel_control
 from storyboard.story.load import load_story
 from storyboard.story.plan import plan
 
@@ -66,6 +68,12 @@ def _direction(data: dict[str, list[str]]) -> direct_ops.Direction:
             "masked_content": one("masked_content", "original"),
             "inpaint_full_res": one("inpaint_full_res", "") == "on",
             "padding": one("padding", "32"),
+            "control": one("control", "keep"),
+            "control_module": one("control_module", "none"),
+            "control_model": one("control_model", ""),
+            "control_weight": one("control_weight", "1"),
+            "guidance_start": one("guidance_start", "0"),
+            "guidance_end": one("guidance_end", "1"),
         }
     )
 
@@ -81,6 +89,17 @@ def _mask_size(job: PanelJob) -> tuple[int, int]:
         with Image.open(job.input_image("init").path) as img:
             return img.size
     return job.output_size
+
+
+def _controlnets(story: Path) -> list[str]:
+    """The ControlNet names the story's folders (and its WebUI root) hold, for the model list."""
+    from storyboard.app.inventory import story_folders
+    from storyboard.models.registry import Registry
+
+    try:
+        return sorted({f.name for f in Registry(story_folders(story)).files("controlnet")})
+    except (StoryboardError, OSError):
+        return []
 
 
 def add_direct_routes(
@@ -108,6 +127,14 @@ def add_direct_routes(
             failed=latest.error if latest is not None and latest.kind == "direct" else None,
             # The form shows what was last previewed, so Keep keeps what the form says.
             d=latest.direction if preview and latest is not None and latest.kind == "direct" else None,
+            # The first ControlNet unit's preprocessed map (at Preview), and what the form offers.
+            control_map=_file(
+                root,
+                direct_ops.stage_dir(loaded, session.out, panel_id, draft=session.draft) / "control-map.png",
+            ),
+            unit=next(iter(panel_control(loaded, panel)), None),
+            modules=[*BUILTIN_MODULES, *WEIGHTED_MODULES],
+            controlnets=_controlnets(session.story),
             message=message,
             extra=extra,
         )
@@ -139,6 +166,8 @@ def add_direct_routes(
     async def preview(panel_id: str, request: Request) -> HTMLResponse:
         try:
             _, direction = await staged(panel_id, request)
+            # The map first: a preprocessor that cannot run is said before anything renders.
+            direct_ops.control_map(session.story, session.out, panel_id, direction, draft=session.draft)
             session.queue.submit("direct", panel_id, direction=direction)
             return fragment(panel_id)
         except StoryboardError as exc:

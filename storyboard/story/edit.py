@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import ScalarString
 
 from storyboard.errors import StoryboardError
@@ -105,12 +105,43 @@ def _dump_checked(yaml: Any, data: Any, path: Path) -> str:
     return new_text
 
 
-DIRECTION_KEYS = ("init_image", "denoising_strength", "resize_mode", "inpaint")
+DIRECTION_KEYS = ("init_image", "denoising_strength", "resize_mode", "inpaint", "control")
+
+
+def _units(old: Any, new: list[dict[str, Any]]) -> CommentedSeq:
+    """The ``control:`` list as `new` says, changed in place where a unit was already written (its
+    style and comments stay); units added are flow mappings."""
+    seq = old if isinstance(old, CommentedSeq) else CommentedSeq()
+    del seq[len(new) :]
+    for k, unit in enumerate(new):
+        if k < len(seq) and isinstance(seq[k], CommentedMap):
+            node = seq[k]
+            for gone in [key for key in node if key not in unit]:
+                del node[gone]
+            for key, v in unit.items():
+                if key not in node or node[key] != v:
+                    _put(node, key, v)
+            continue
+        flow = CommentedMap(unit)
+        flow.fa.set_flow_style()
+        if k < len(seq):
+            seq[k] = flow
+        else:
+            seq.append(flow)
+    return seq
+
+
+def _put(node: CommentedMap, key: str, value: Any) -> None:
+    if key in node:
+        node[key] = value
+    else:
+        node.insert(len(node), key, value)
 
 
 def direct_panel_text(text: str, path: Path, panel_id: str, direction: dict[str, Any]) -> str:
     """`text` with the panel's img2img / inpaint keys (``DIRECTION_KEYS``) set as `direction`
-    says: a key missing or None there is removed; an ``inpaint`` mapping is written in flow style.
+    says: a key missing or None there is removed; an ``inpaint`` mapping (and each ``control`` unit
+    of a list) is written in flow style.
     Raises StoryError (validate's messages) when the result is not a valid story."""
     yaml, data, node = _panel_node(text, path, panel_id)
     for key in DIRECTION_KEYS:
@@ -122,6 +153,8 @@ def direct_panel_text(text: str, path: Path, panel_id: str, direction: dict[str,
             flow = CommentedMap(value)
             flow.fa.set_flow_style()
             value = flow
+        elif isinstance(value, list):
+            value = _units(node.get(key), value)
         if key in node:
             node[key] = value
         else:

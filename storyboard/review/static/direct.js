@@ -31,6 +31,8 @@
     const pid = box.dataset.panel;
     form.elements.init_data.value = form.elements.init.value === "new"
       ? await readFile(form.querySelector(".d-init-file")) : "";
+    form.elements.control_data.value = form.elements.control.value === "new"
+      ? await readFile(form.querySelector(".d-control-file")) : "";
     const mode = form.elements.mask.value;
     const canvas = form.querySelector(".d-canvas");
     if (mode === "draw") {
