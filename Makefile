@@ -38,7 +38,8 @@ lint: setup
 	$(VENV)/bin/ruff check storyboard tests bench tools
 	$(VENV)/bin/mypy storyboard
 	$(VENV)/bin/mypy --strict storyboard/story storyboard/render storyboard/app storyboard/jobs.py \
-		storyboard/check storyboard/review storyboard/distributed storyboard/writes.py storyboard/cli.py
+		storyboard/check storyboard/review storyboard/distributed storyboard/writes.py storyboard/cli.py \
+		storyboard/input_images.py
 
 # The oldest transformers/diffusers pyproject.toml accepts, overlaid on the dev environment: every
 # checkpoint layout (SD1 with and without text_model., SDXL, v-pred + ztsnr) must load under them too.

@@ -5,7 +5,6 @@ on the canvas, preview, keep; preview a box and discard it (the story untouched)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,40 +16,21 @@ from storyboard.review.server import dom_id
 from storyboard.story.load import load_story
 from storyboard.story.plan import plan
 from tests.review_helpers import changed_lines, copy_demo, live_server
-from tests.test_review_browser import CHROMIUM, WAIT_MS
+from tests.test_review_browser import WAIT_MS, browser, page  # noqa: F401 (fixtures)
 
 try:
-    from playwright.sync_api import Page, expect, sync_playwright
+    from playwright.sync_api import Page, expect
 except ImportError:  # pragma: no cover - test_review_browser skips or fails the same way
     pytest.skip("playwright missing", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(WAIT_MS)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    yield pg
-    context.close()
-    assert errors == [], errors  # no script errors, no CSP violations
+def direct(pg: Page, pid: str) -> Any:
+    return pg.locator(f"#d-{dom_id(pid)}")
 
 
-def direct(page: Page, pid: str) -> Any:
-    return page.locator(f"#d-{dom_id(pid)}")
-
-
-def test_attach_an_init_image_draw_a_mask_preview_keep_and_discard(page: Page, tmp_path: Path) -> None:
+def test_attach_an_init_image_draw_a_mask_preview_keep_and_discard(page: Page, tmp_path: Path) -> None:  # noqa: F811
     story = copy_demo(tmp_path / "project")
     out = tmp_path / "out"
     rough = np.zeros((60, 40, 3), dtype=np.uint8)

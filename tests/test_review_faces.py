@@ -7,9 +7,7 @@ renders again, changed only inside that face's dilated, blurred mask."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,10 +21,10 @@ from storyboard.render.detail import adetailer_box
 from storyboard.render.detail_pass import detail_faces
 from storyboard.review.server import dom_id
 from tests.review_helpers import changed_lines, live_server
-from tests.test_review_browser import CHROMIUM, WAIT_MS
+from tests.test_review_browser import WAIT_MS, browser, page  # noqa: F401 (fixtures)
 
 try:
-    from playwright.sync_api import Page, expect, sync_playwright
+    from playwright.sync_api import Page, expect
 except ImportError:  # pragma: no cover - test_review_browser skips or fails the same way
     pytest.skip("playwright missing", allow_module_level=True)
 
@@ -58,25 +56,6 @@ pages:
 """
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(WAIT_MS)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    yield pg
-    context.close()
-    assert errors == [], errors  # no script errors, no CSP violations
 
 
 def mask_of(
@@ -90,7 +69,7 @@ def mask_of(
 
 
 def test_boxes_drawn_with_names_and_one_face_redrawn(
-    page: Page, tmp_path: Path, tiny: TinyModel, monkeypatch: pytest.MonkeyPatch
+    page: Page, tmp_path: Path, tiny: TinyModel, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
     import huggingface_hub.constants as hf_constants
 
