@@ -12,6 +12,7 @@ relative path. Measured per build:
 
     python bench/book_memory.py                      # 10, 100 and 1,000 pages
     python bench/book_memory.py --pages 10 100 --json out.json
+    python bench/book_memory.py --render-only --pages 1000    # render rate by tenth of the book
 
 Prints a table and writes JSON (default: bench/book_memory.json is NOT written; give --json).
 """
@@ -200,6 +201,40 @@ def run_build(project: Path, storyboard: list[str], pages: int) -> Run:
     )
 
 
+def render_rates(project: Path, storyboard: list[str], panels: int, blocks: int = 10) -> list[float]:
+    """Panels per second of each tenth of a draft book's render phase, in one build, with no memory
+    polling beside it (reading a big process's PSS every 20 ms costs CPU that grows with the process):
+    a rate that falls from block to block is work per panel that grows with the book. The build is
+    stopped with SIGTERM once the last panel is rendered (it keeps them all), skipping the layout."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CI="1")
+    proc = subprocess.Popen(
+        [*storyboard, "build", "book.yaml", "--draft"],
+        cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    marks: list[tuple[float, int]] = []  # (time, panels done) of each progress line
+    for line in proc.stderr:
+        m = _PROGRESS.search(line)
+        if m:
+            marks.append((time.monotonic(), int(m.group(1))))
+            if marks[-1][1] >= panels:
+                proc.terminate()
+                break
+    proc.wait()
+
+    def at(n: int) -> tuple[float, int]:  # the first progress line with at least n panels done
+        return next(mk for mk in marks if mk[1] >= n)
+
+    rates = []
+    for b in range(blocks):
+        if not marks or marks[-1][1] < (b + 1) * panels // blocks:
+            break
+        (t0, n0), (t1, n1) = at(max(b * panels // blocks, marks[0][1])), at((b + 1) * panels // blocks)
+        if t1 > t0:  # the first block is measured from the first progress line
+            rates.append(round((n1 - n0) / (t1 - t0), 1))
+    return rates
+
+
 def machine() -> dict[str, object]:
     model = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -221,8 +256,21 @@ def main() -> None:
     ap.add_argument(
         "--storyboard", default=None, help="the command to run (default: this Python's -m storyboard.cli)"
     )
+    ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="per pages: the render rate of each tenth of the book (no memory figures, no layout)",
+    )
     args = ap.parse_args()
     storyboard = args.storyboard.split() if args.storyboard else [sys.executable, "-m", "storyboard.cli"]
+    if args.render_only:
+        with tempfile.TemporaryDirectory(prefix="book-rate-") as tmp:
+            for pages in args.pages:
+                project = Path(tmp) / f"book-{pages}"
+                write_project(project, pages)
+                rates = render_rates(project, storyboard, pages * PANELS_PER_PAGE)
+                print(f"{pages:>6} pages, panels/s by tenth of the render: {rates}", flush=True)
+        return
     runs = []
     with tempfile.TemporaryDirectory(prefix="book-memory-") as tmp:
         base = args.keep.resolve() if args.keep else Path(tmp)
