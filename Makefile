@@ -31,8 +31,9 @@ demo: setup
 		$(VENV)/bin/storyboard build stories/demo.yaml --draft; \
 	fi
 
+# Every core (at most 4 workers): the suite is mostly subprocesses and tiny models, one core each.
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n auto --maxprocesses=4
 
 lint: setup
 	$(VENV)/bin/ruff check storyboard tests bench tools
