@@ -6,6 +6,7 @@ unit's line; the annotator file enters the job hash of only the panels that use 
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -196,3 +197,42 @@ def test_a_build_runs_lineart_anime_and_its_file_enters_only_that_panels_hash(
     place_lineart(cache, seed=5)  # another annotator file at the same place
     after = {k: job_hash(j, DiffusersRenderer(project, quiet=True, device="cpu")) for k, j in jobs.items()}
     assert before["line"] != after["line"] and before["plain"] == after["plain"]
+
+
+def test_the_review_pages_map_preview_runs_the_annotator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storyboard.app import direct_ops
+    from storyboard.jobs import ControlUnit
+    from storyboard.render.control.preprocess import detect, fit_map
+    from storyboard.story.load import load_story
+    from storyboard.story.plan import plan
+    from tests.story_helpers import copy_demo
+
+    story = copy_demo(tmp_path / "p")
+    out = tmp_path / "out"
+    place_lineart(tmp_path / "hub", seed=6)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    buf = io.BytesIO()
+    picture().save(buf, format="PNG")
+    direct_ops.stage_picture(story, out, "listen", "control", buf.getvalue(), draft=True)
+    d = direct_ops.Direction(control="new", control_module="lineart_anime", control_model="cn-x")
+    path = direct_ops.control_map(story, out, "listen", d, draft=True)
+    assert path is not None
+    job = next(j for j in plan(load_story(story)) if j.panel_id == "listen")
+    first = (job.settings.width, job.settings.height)
+    unit = ControlUnit(image=Path("x.png"), module="lineart_anime", model="cn-x")
+    expected = fit_map(detect(picture(), unit, first), first, "Crop and Resize")
+    assert (np.asarray(Image.open(path).convert("RGB")) == expected).all()
+
+
+def test_fetch_control_refuses_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from storyboard.cli import app
+    from storyboard.errors import ModelError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = CliRunner().invoke(app, ["models", "fetch", "control"])
+    assert res.exit_code != 0
+    assert isinstance(res.exception, ModelError) and "HF_HUB_OFFLINE" in str(res.exception)
