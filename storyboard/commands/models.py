@@ -1,5 +1,6 @@
-"""`storyboard models fetch check` / `fetch detail`: download the pinned model files of the check or
-of the face detailer (anime face and person detectors) into the HF cache.
+"""`storyboard models fetch check` / `fetch detail` / `fetch control`: download the pinned model files
+of the check, of the face detailer (anime face and person detectors) or of the ControlNet annotators
+into the HF cache.
 `storyboard models list`: the model files a story can use, with their families."""
 
 from __future__ import annotations
@@ -24,13 +25,20 @@ def models() -> None:
 
 @app.command("fetch")
 def fetch(
-    what: Annotated[str, typer.Argument(help="Which stage's models: check, or detail.")] = "check",
+    what: Annotated[str, typer.Argument(help="Which stage's models: check, detail, or control.")] = "check",
     clip: Annotated[
         bool, typer.Option("--clip", help="Also CLIP ViT-L/14 (1.7 GB) for --backend clip.")
     ] = False,
 ) -> None:
     """Download what `storyboard check` needs (CCIP and the person detector), or the face
-    detailer's detectors (`detail`), and say where it went."""
+    detailer's detectors (`detail`), or the ControlNet annotators (`control`: lineart_anime,
+    depth_anything), and say where it went."""
+    if what == "control":
+        from storyboard.render.control.annotators.specs import fetch_control
+
+        for key, path in fetch_control().items():
+            typer.echo(f"{key}: {path}")
+        return
     if what == "detail":
         from storyboard.check.detail_models import fetch_detail
 

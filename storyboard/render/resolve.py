@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -70,6 +70,7 @@ class ResolvedJob:
     hr_spec: SamplerSpec | None
     upscaler: ModelFile | None
     controls: tuple[ModelFile, ...] = ()  # each ControlNet unit's file, in unit order
+    annotators: dict[str, Path] = field(default_factory=dict)  # annotator file by preprocessor name
 
     @property
     def settings(self) -> RenderSettings:
@@ -234,11 +235,12 @@ class Resolver:
         loras = tuple(ResolvedLora(u, self.lora_file(job.settings, u, models)) for u in job.lora_set)
         upscaler = self.upscaler_file(job.settings, models.registry)
         controls: tuple[ModelFile, ...] = ()
+        annotators: dict[str, Path] = {}
         if job.control:
             from storyboard.render.control.files import resolve_controls
 
-            controls = resolve_controls(job, models.registry, models.kind)
-        resolved = ResolvedJob(job, models, loras, spec, hr_spec, upscaler, controls)
+            controls, annotators = resolve_controls(job, models.registry, models.kind)
+        resolved = ResolvedJob(job, models, loras, spec, hr_spec, upscaler, controls, annotators)
         self._jobs[id(job)] = (job, resolved)
         return resolved
 
@@ -327,7 +329,10 @@ class Resolver:
             embeddings={e.name: e.shorthash for e in self.used_embeddings(rj)},
             upscaler=self.sha(rj.upscaler.path) if rj.upscaler else None,
             device=f"{self.device.type}/{str(self.dtype).removeprefix('torch.')}",
-            control_files={f.name: self.sha(f.path) for f in rj.controls},
+            # An annotator's file decides its map: only panels with that preprocessor re-render
+            # when it changes.
+            control_files={f.name: self.sha(f.path) for f in rj.controls}
+            | {f"annotator {m}": self.sha(p) for m, p in rj.annotators.items()},
         )
 
     def used_embeddings(self, rj: ResolvedJob) -> list[Embedding]:

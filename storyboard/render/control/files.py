@@ -1,16 +1,17 @@
 """A job's ControlNet units before anything loads: each model file found (by name in WebUI's
 ``models/ControlNet`` or the extension's ``extensions/sd-webui-controlnet/models``, or by path),
-through the pickle gate, its layout and family checked against the checkpoint; preprocessors that
-need downloaded weights refused with a sentence. Also the units' infotext lines, in the extension's
-``ControlNet N`` format.
+through the pickle gate, its layout and family checked against the checkpoint; the annotator file
+of a preprocessor that needs downloaded weights found (or a sentence naming it and the fetch
+command). Also the units' infotext lines, in the extension's ``ControlNet N`` format.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
-from storyboard.errors import ModelError, StoryboardError
+from storyboard.errors import ModelError
 from storyboard.jobs import BUILTIN_MODULES, ControlUnit, PanelJob, RenderSettings
 from storyboard.models.controlnet import check_family, inspect_controlnet, short_hash
 from storyboard.models.pickle_gate import refuse_pickle
@@ -20,12 +21,14 @@ from storyboard.models.registry import ModelFile, Registry
 _TITLE = re.compile(r"^(.*?)\s*\[[0-9a-fA-F]{8,10}\]$")
 
 
-def check_module(unit: ControlUnit) -> None:
-    if unit.module not in BUILTIN_MODULES:
-        raise StoryboardError(
-            f"The preprocessor '{unit.module}' needs annotator weights, and running it is not supported yet.",
-            hint="preprocess the image in WebUI (or any tool), save the map, and use it with module: none",
-        )
+def check_module(unit: ControlUnit) -> Path | None:
+    """The unit's annotator file when its preprocessor needs one (found, nothing loaded); a
+    preprocessor not run here, or one whose files are missing, is a sentence saying what to do."""
+    if unit.module in BUILTIN_MODULES:
+        return None
+    from storyboard.render.control.annotators import check_annotator
+
+    return check_annotator(unit.module)
 
 
 def find_controlnet(
@@ -41,13 +44,19 @@ def find_controlnet(
     return f
 
 
-def resolve_controls(job: PanelJob, reg: Registry, kind: str | None) -> tuple[ModelFile, ...]:
-    """Every unit's file, in unit order (raises on the first problem)."""
+def resolve_controls(
+    job: PanelJob, reg: Registry, kind: str | None
+) -> tuple[tuple[ModelFile, ...], dict[str, Path]]:
+    """Every unit's file, in unit order, and the annotator file of each preprocessor that needs one
+    (raises on the first problem)."""
     out = []
+    annotators: dict[str, Path] = {}
     for unit in job.control:
-        check_module(unit)
+        path = check_module(unit)
+        if path is not None:
+            annotators[unit.module] = path
         out.append(find_controlnet(unit, job.settings, reg, kind))
-    return tuple(out)
+    return tuple(out), annotators
 
 
 def _value(v: object) -> str:

@@ -9,8 +9,9 @@
 
 The extension's resizing is OpenCV's (area down, cubic up, nearest for maps of few colours; binary
 edge maps re-binarised); here PIL's box/bicubic/nearest filters and a 128 threshold stand in, so maps
-match in shape and placement, not bit for bit. Preprocessors needing downloaded weights are refused
-before anything loads (``render/control/files.py``).
+match in shape and placement, not bit for bit. Preprocessors needing downloaded weights (``annotators/``)
+run here too, on the same padded image; their files are checked before anything loads
+(``render/control/files.py``), so the render and the review page's map preview share one path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from PIL import Image
 from scipy import ndimage
 
 from storyboard.jobs import ControlUnit
+from storyboard.render.control.annotators import RUN as ANNOTATED
+from storyboard.render.control.annotators import run_annotator
 from storyboard.render.control.canny import canny
 
 Map = NDArray[np.uint8]  # (H, W, 3)
@@ -76,6 +79,9 @@ def run_module(image: Image.Image, unit: ControlUnit, res: int) -> Map:
         out = np.repeat(edges[:, :, None], 3, axis=2)
     elif m == "threshold":
         out = np.where((img.min(axis=2) > float(a if a is not None else 127))[:, :, None], 255, 0)
+    elif m in ANNOTATED:
+        out = run_annotator(m, img)
+        out = out if out.ndim == 3 else out[:, :, None]
     elif m == "scribble_xdog":
         f = img.astype(np.float32)
         g1 = ndimage.gaussian_filter(f, sigma=(0.5, 0.5, 0), truncate=4.0)

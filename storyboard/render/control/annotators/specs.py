@@ -1,0 +1,105 @@
+"""The annotators' pinned files: which hub repo and revision each preprocessor reads, where its files
+are here, and `storyboard models fetch control`, which puts them there.
+
+    lineart_anime   lllyasviel/Annotators netG.pth, the file the extension downloads for it. The
+                    revision was read off a public model catalogue that links the repo's README at
+                    that commit (its file list names netG.pth). The .pth is a pickle: the fetch
+                    unpickles it once with ``torch.load(weights_only=True)`` (tensors only, no code)
+                    and writes ``netG.safetensors`` beside the HF cache; a render reads only that.
+    depth_anything  LiheYoung/depth-anything-large-hf (config.json, model.safetensors): the
+                    transformers port of the checkpoint the extension's depth_anything loads
+                    (Depth Anything v1, ViT-L/14), safetensors already; the revision is the one a
+                    public benchmark write-up records for its run.
+
+A render never downloads: a missing file is a sentence naming the preprocessor, the files and the
+command, raised while files are checked, before anything loads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from storyboard.errors import ModelError
+from storyboard.models.hub import ModelSpec, fetch, resolve
+
+FETCH_COMMAND = "storyboard models fetch control"
+LINEART_ANIME = ModelSpec(
+    key="lineart_anime",
+    repo="lllyasviel/Annotators",
+    revision="982e7edaec38759d914a963c48c4726685de7d96",
+    files=("netG.pth",),
+)
+DEPTH_ANYTHING = ModelSpec(
+    key="depth_anything",
+    repo="LiheYoung/depth-anything-large-hf",
+    revision="27ccb0920352c0c37b3a96441873c8d37bd52fb6",
+    files=("config.json", "model.safetensors"),
+)
+SPECS = {s.key: s for s in (LINEART_ANIME, DEPTH_ANYTHING)}
+# The pickled files a fetch converts, and the name of what it writes.
+CONVERTED = {"lineart_anime": "netG.safetensors"}
+
+
+def hub_cache() -> Path:
+    """The HF hub cache folder in use (HF_HUB_CACHE / HF_HOME honoured, as huggingface_hub does)."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
+
+
+def converted_path(spec: ModelSpec, cache: Path | None = None) -> Path:
+    """Where the fetch leaves a pickled annotator as safetensors: beside the HF cache's own folders
+    (never inside a snapshot, which the hub library owns), by repo and full revision."""
+    root = cache if cache is not None else hub_cache()
+    folder = f"{spec.repo.replace('/', '--')}@{spec.revision}"
+    return root / "storyboard-annotators" / folder / CONVERTED[spec.key]
+
+
+def annotator_file(module: str, cache: Path | None = None) -> Path:
+    """The file the preprocessor computes with (its identity): the converted safetensors, or the
+    repo's weights file. Looks only; raises the sentence when it is missing."""
+    spec = SPECS[module]
+    cache = cache if cache is not None else hub_cache()  # the environment's, read now
+    stage = f"the preprocessor '{module}'"
+    if module in CONVERTED:
+        path = converted_path(spec, cache)
+        if path.is_file():
+            return path
+        raise ModelError(
+            f"Model files for {stage} are missing in the Hugging Face cache: "
+            f"{spec.repo}/{spec.files[0]} @ {spec.revision[:10]}, converted to {path}.",
+            hint=f"run `{FETCH_COMMAND}` once (needs internet)",
+        )
+    folder = resolve([spec], cache_dir=cache, stage=stage, command=FETCH_COMMAND)[spec.key]
+    return folder / spec.files[-1]
+
+
+def convert_pickle(src: Path, dst: Path) -> None:
+    """A pickled state dict as safetensors: tensors only (``weights_only``), DataParallel's
+    ``module.`` prefix dropped as the extension drops it, written atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    from storyboard.models.hashes import sha256_file
+
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    tensors = {k.replace("module.", ""): v.contiguous() for k, v in state.items()}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"converted_from": src.name, "sha256": sha256_file(src)})
+    os.replace(tmp, dst)
+
+
+def fetch_control(cache: Path | None = None) -> dict[str, Path]:
+    """`storyboard models fetch control`: every annotator's pinned files into the HF cache, pickles
+    converted; the file each preprocessor will read, by name."""
+    out: dict[str, Path] = {}
+    for key, spec in SPECS.items():
+        folder = fetch([spec], cache_dir=cache)[spec.key]
+        if key in CONVERTED:
+            dst = converted_path(spec, cache)
+            if not dst.is_file():
+                convert_pickle(folder / spec.files[0], dst)
+        out[key] = annotator_file(key, cache)
+    return out
