@@ -43,9 +43,9 @@ def _size(story: Path) -> tuple[int, int]:
     return job.settings.width, job.settings.height
 
 
-@pytest.fixture
-def two_units(tmp_path: Path) -> Iterator[tuple[TestClient, Session, np.ndarray]]:
-    story = copy_demo(tmp_path / "project")
+def add_depth_unit(story: Path) -> np.ndarray:
+    """Give the demo's gate panel a second unit (a depth picture, written beside the story), after
+    its pose; returns the picture."""
     text = story.read_text()
     anchor = "            guidance_end: 0.8\n"  # the end of the demo gate's one unit
     assert text.count(anchor) == 1
@@ -55,6 +55,13 @@ def two_units(tmp_path: Path) -> Iterator[tuple[TestClient, Session, np.ndarray]
     Image.fromarray(depth).save(story.parent / "control" / "gate-depth.png")
     story.write_text(text.replace(anchor, anchor + DEPTH_UNIT))
     assert len(load_story(story).story.panel("gate").control or []) == 2
+    return depth
+
+
+@pytest.fixture
+def two_units(tmp_path: Path) -> Iterator[tuple[TestClient, Session, np.ndarray]]:
+    story = copy_demo(tmp_path / "project")
+    depth = add_depth_unit(story)
     session = make_session(story, tmp_path / "out", draft=True, host="127.0.0.1", port=PORT)
     with TestClient(create_app(session), base_url=f"http://127.0.0.1:{PORT}") as c:
         yield c, session, depth

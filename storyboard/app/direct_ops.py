@@ -5,7 +5,8 @@ into the story file) or discard it.
 Uploads and previews are staged in the output folder (``direct/<panel>/``), so a preview writes
 nothing else; only Keep writes beside the story: ``inputs/<panel>-init.png`` and
 ``inputs/<panel>-mask.png``, and the panel's ``init_image`` / ``denoising_strength`` /
-``resize_mode`` / ``inpaint`` keys (comments kept, version-checked like every page edit). A kept
+``resize_mode`` / ``inpaint`` keys and the one ControlNet unit the form edits, adds or removes
+(``Direction.control_unit``; comments kept, version-checked like every page edit). A kept
 direction renders to the very hash its preview had (pictures count by content), so the render after
 Keep comes from the store.
 """
