@@ -55,8 +55,8 @@ def test_the_map_is_the_renderers_and_a_weighted_module_is_a_sentence(tmp_path: 
     before = story.read_text()
     arr = _upload(story, out, "listen", (100, 80))
     d = direct_ops.Direction(control="new", control_module="canny", control_model="cn-x")
-    path = direct_ops.control_map(story, out, "listen", d, draft=True)
-    assert path is not None and path.name == "control-map.png"
+    [path] = direct_ops.control_maps(story, out, "listen", d, draft=True)
+    assert path.name == "control-map-0.png"
     shown = np.asarray(Image.open(path).convert("RGB"))
     job = next(j for j in plan(load_story(story)) if j.panel_id == "listen")
     first = (job.settings.width, job.settings.height)
@@ -65,7 +65,7 @@ def test_the_map_is_the_renderers_and_a_weighted_module_is_a_sentence(tmp_path: 
     assert shown.shape == (first[1], first[0], 3) and (shown == expected).all()
     assert set(np.unique(shown)) == {0, 255}  # edges found, binary
     with pytest.raises(StoryboardError, match="openpose"):
-        direct_ops.control_map(story, out, "listen", direct_ops.Direction(
+        direct_ops.control_maps(story, out, "listen", direct_ops.Direction(
             control="new", control_module="openpose", control_model="cn-x"), draft=True)  # fmt: skip
     assert (
         story.read_text() == before and not (story.parent / "inputs").exists()

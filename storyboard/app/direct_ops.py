@@ -5,7 +5,8 @@ into the story file) or discard it.
 Uploads and previews are staged in the output folder (``direct/<panel>/``), so a preview writes
 nothing else; only Keep writes beside the story: ``inputs/<panel>-init.png`` and
 ``inputs/<panel>-mask.png``, and the panel's ``init_image`` / ``denoising_strength`` /
-``resize_mode`` / ``inpaint`` keys (comments kept, version-checked like every page edit). A kept
+``resize_mode`` / ``inpaint`` keys and the one ControlNet unit the form edits, adds or removes
+(``Direction.control_unit``; comments kept, version-checked like every page edit). A kept
 direction renders to the very hash its preview had (pictures count by content), so the render after
 Keep comes from the store.
 """
@@ -25,6 +26,7 @@ from storyboard.errors import StoryboardError
 from storyboard.input_images import load_input_image
 from storyboard.jobs import PanelJob, Renderer
 from storyboard.story.edit import direct_panel_text
+from storyboard.story.inputs import panel_control
 from storyboard.story.load import LoadedStory, load_story, load_story_text
 from storyboard.story.plan import plan
 from storyboard.writes import atomic_write_bytes, safe_child, write_bytes
@@ -47,7 +49,10 @@ class Direction:
     masked_content: str = "original"
     inpaint_full_res: bool = False
     padding: int = 32
-    # The panel's first ControlNet unit: "new" (the staged upload), "keep" (its image), "none".
+    # Which of the panel's ControlNet units the control fields edit (its index in the panel's
+    # list; the list's length adds a unit), and its picture: "new" (the staged upload), "keep"
+    # (its image), "none" (remove it; at the adding index: add nothing).
+    control_unit: int = 0
     control: str = "keep"
     control_module: str = "none"
     control_model: str = ""
@@ -69,6 +74,7 @@ class Direction:
                 masked_content=str(data.get("masked_content", "original")),
                 inpaint_full_res=bool(data.get("inpaint_full_res", False)),
                 padding=int(data.get("padding", 32)),
+                control_unit=int(data.get("control_unit", 0)),
                 control=str(data.get("control", "keep")),
                 control_module=str(data.get("control_module", "none")),
                 control_model=str(data.get("control_model", "")).strip(),
@@ -117,7 +123,7 @@ def _settings(loaded: LoadedStory, panel_id: str, d: Direction, pictures: dict[s
             inpaint["seed"] = panel.inpaint.seed  # a picked inpaint seed stays
     directed = init is not None or inpaint is not None
     return {
-        "control": _control(panel, d, pictures.get("control")),
+        "control": _control(loaded, panel, d, pictures.get("control")),
         "init_image": str(init) if init is not None else None,
         "denoising_strength": d.denoising_strength if directed else None,
         "resize_mode": d.resize_mode if init is not None and d.resize_mode != "Just resize" else None,
@@ -126,30 +132,69 @@ def _settings(loaded: LoadedStory, panel_id: str, d: Direction, pictures: dict[s
 
 
 _UNIT_DEFAULTS: dict[str, Any] = {"module": "none", "weight": 1.0, "guidance_start": 0.0, "guidance_end": 1.0}
+CONTROL_CHOICES = ("keep", "new", "none")
 
 
-def _control(panel: Any, d: Direction, picture: str | None) -> list[dict[str, Any]] | None:
-    """The panel's own ``control:`` list with its first unit as the form says (the unit's other
-    fields, and any further units, as they were); None: no key (the story's default units)."""
-    own = list(panel.control or [])
-    if d.control == "none" or (d.control == "keep" and not own):
-        return None
-    first = own[0].model_dump(mode="json", exclude_unset=True) if own else {}
-    image = picture if d.control == "new" else first.get("image")
-    if image is None:
-        raise StoryboardError("Direct: no control picture was uploaded for this panel.")
-    unit: dict[str, Any] = {
-        "image": str(image),
-        "module": d.control_module,
-        "model": d.control_model or "none",
-    }
-    unit |= {"weight": d.control_weight, "guidance_start": d.guidance_start, "guidance_end": d.guidance_end}
-    # The unit's other fields (control mode, resize mode...) as they were; defaults left unwritten.
-    unit = first | unit
-    # A default the story did not write stays unwritten; one it wrote stays written.
-    unit = {k: v for k, v in unit.items() if k in first or _UNIT_DEFAULTS.get(k, object()) != v}
-    rest = [u.model_dump(mode="json", exclude_unset=True) for u in own[1:]]
-    return [unit, *rest]
+def _check_unit(panel_id: str, d: Direction, count: int) -> None:
+    """The form's unit index, checked here: the page only offers good ones, but a stale page (the
+    story edited elsewhere) or a hand-made request may name one the panel no longer has."""
+    if d.control not in CONTROL_CHOICES:
+        raise StoryboardError(
+            f"Direct: control must be one of {', '.join(CONTROL_CHOICES)}, not {d.control!r}."
+        )
+    if not 0 <= d.control_unit <= count:
+        have = f"control[0] to control[{count - 1}]" if count else "none"
+        raise StoryboardError(
+            f"Direct: panel {panel_id} has {count} ControlNet unit(s) ({have}); there is no "
+            f"control[{d.control_unit}] to edit (control[{count}] adds one). Reload the page to see "
+            "the panel's units as the story file has them now."
+        )
+
+
+def _control(
+    loaded: LoadedStory, panel: Any, d: Direction, picture: str | None
+) -> list[dict[str, Any]] | None:
+    """The panel's ``control:`` list with unit ``d.control_unit`` as the form says: changed,
+    replaced, removed or (at the list's length) added; the unit's other fields, and the other
+    units, as they were. None: no key (the story's default units)."""
+    dump = [u.model_dump(mode="json", exclude_unset=True) for u in panel_control(loaded, panel)]
+    own = None if panel.control is None else dump
+    k = d.control_unit
+    _check_unit(str(panel.id), d, len(dump))
+    if d.control == "none" or (d.control == "keep" and k == len(dump)):
+        new = [u for i, u in enumerate(dump) if i != k]  # at the adding index: nothing added
+    else:
+        old = dump[k] if k < len(dump) else {}
+        image = picture if d.control == "new" else old.get("image")
+        if image is None:
+            raise StoryboardError("Direct: no control picture was uploaded for this panel.")
+        unit: dict[str, Any] = {
+            "image": str(image),
+            "module": d.control_module,
+            "model": d.control_model or "none",
+        }
+        unit |= {
+            "weight": d.control_weight,
+            "guidance_start": d.guidance_start,
+            "guidance_end": d.guidance_end,
+        }
+        # The unit's other fields (control mode, resize mode...) as they were; defaults left unwritten.
+        unit = old | unit
+        # A default the story did not write stays unwritten; one it wrote stays written.
+        unit = {key: v for key, v in unit.items() if key in old or _UNIT_DEFAULTS.get(key, object()) != v}
+        new = [*dump[:k], unit, *dump[k + 1 :]]
+    if new == dump:
+        return own  # unchanged: as written (None keeps following the story's default units)
+    defaults = loaded.panel_render[str(panel.id)].control
+    # An empty own list means "no units"; with no default units, no key says the same, shorter.
+    return new if new or defaults else None
+
+
+def map_index(d: Direction, j: int) -> int:
+    """The panel's unit index (as the page lists them) of unit `j` of the panel as directed: a
+    removed unit shifts the ones after it."""
+    removed = d.control == "none" and d.control_unit <= j
+    return j + 1 if removed else j
 
 
 def _staged(folder: Path, d: Direction) -> dict[str, Path]:
@@ -180,26 +225,34 @@ def preview(story: Path, out: Path, renderer: Renderer, panel_id: str, d: Direct
     return render_one(output_dir(load_story(story), out, draft=draft), renderer, job, folder / "preview.png")
 
 
-def control_map(story: Path, out: Path, panel_id: str, d: Direction, *, draft: bool) -> Path | None:
-    """The first unit's map as its ControlNet reads it in the first pass (the renderer's own
-    preprocess: ``detect`` then ``fit_map``), into ``direct/<panel>/control-map.png``; None (and
-    no file) when the panel, as directed, has no unit."""
+def map_name(k: int) -> str:
+    """The staged map of the panel's unit `k` (its index as the page lists the units)."""
+    return f"control-map-{k}.png"
+
+
+def control_maps(story: Path, out: Path, panel_id: str, d: Direction, *, draft: bool) -> list[Path]:
+    """Each unit's map as its ControlNet reads it in the first pass (the renderer's own
+    preprocess: ``detect`` then ``fit_map``), into ``direct/<panel>/control-map-<k>.png`` with `k`
+    the unit's index as the page lists them (``map_index``); older maps are removed, so a unit
+    the direction removes shows none."""
     from storyboard.render.control.files import check_module
     from storyboard.render.control.preprocess import detect, fit_map
 
     folder, job = _directed(story, out, panel_id, d, draft=draft)
-    path = folder / "control-map.png"
-    if not job.control:
-        path.unlink(missing_ok=True)
-        return None
-    unit = job.control[0]
-    check_module(unit)  # a preprocessor needing weights: the renderer's sentence
+    for old in folder.glob("control-map*.png") if folder.is_dir() else ():
+        old.unlink()
+    for unit in job.control:
+        check_module(unit)  # a preprocessor needing weights: the renderer's sentence, before any map
+    root = output_dir(load_story(story), out, draft=draft)
     first = (job.settings.width, job.settings.height)
-    image = load_input_image(job.input_image("control 0").path)
-    fitted = fit_map(detect(image, unit, first), first, unit.resize_mode)
-    buf = io.BytesIO()
-    Image.fromarray(fitted).save(buf, format="PNG")
-    return write_bytes(output_dir(load_story(story), out, draft=draft), path, buf.getvalue())
+    written = []
+    for j, unit in enumerate(job.control):
+        image = load_input_image(job.input_image(f"control {j}").path)
+        fitted = fit_map(detect(image, unit, first), first, unit.resize_mode)
+        buf = io.BytesIO()
+        Image.fromarray(fitted).save(buf, format="PNG")
+        written.append(write_bytes(root, folder / map_name(map_index(d, j)), buf.getvalue()))
+    return written
 
 
 def preview_path(story: Path, out: Path, panel_id: str, *, draft: bool) -> Path | None:

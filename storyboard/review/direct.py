@@ -68,6 +68,7 @@ def _direction(data: dict[str, list[str]]) -> direct_ops.Direction:
             "masked_content": one("masked_content", "original"),
             "inpaint_full_res": one("inpaint_full_res", "") == "on",
             "padding": one("padding", "32"),
+            "control_unit": one("control_unit", "0"),
             "control": one("control", "keep"),
             "control_module": one("control_module", "none"),
             "control_model": one("control_model", ""),
@@ -114,6 +115,8 @@ def add_direct_routes(
         preview = direct_ops.preview_path(session.story, session.out, panel_id, draft=session.draft)
         latest = session.queue.latest_for(panel_id)
         root = output_dir(loaded, session.out, draft=session.draft)
+        stage = direct_ops.stage_dir(loaded, session.out, panel_id, draft=session.draft)
+        units = panel_control(loaded, panel)
         return page(
             "_direct.html",
             status,
@@ -127,12 +130,11 @@ def add_direct_routes(
             failed=latest.error if latest is not None and latest.kind == "direct" else None,
             # The form shows what was last previewed, so Keep keeps what the form says.
             d=latest.direction if preview and latest is not None and latest.kind == "direct" else None,
-            # The first ControlNet unit's preprocessed map (at Preview), and what the form offers.
-            control_map=_file(
-                root,
-                direct_ops.stage_dir(loaded, session.out, panel_id, draft=session.draft) / "control-map.png",
-            ),
-            unit=next(iter(panel_control(loaded, panel)), None),
+            # Each ControlNet unit with its preprocessed map (at Preview; the last one: a unit
+            # added), and what the form offers.
+            units=units,
+            own_units=panel.control is not None,
+            maps=[_file(root, stage / direct_ops.map_name(k)) for k in range(len(units) + 1)],
             modules=[*BUILTIN_MODULES, *WEIGHTED_MODULES],
             controlnets=_controlnets(session.story),
             message=message,
@@ -166,8 +168,8 @@ def add_direct_routes(
     async def preview(panel_id: str, request: Request) -> HTMLResponse:
         try:
             _, direction = await staged(panel_id, request)
-            # The map first: a preprocessor that cannot run is said before anything renders.
-            direct_ops.control_map(session.story, session.out, panel_id, direction, draft=session.draft)
+            # The maps first: a preprocessor that cannot run is said before anything renders.
+            direct_ops.control_maps(session.story, session.out, panel_id, direction, draft=session.draft)
             session.queue.submit("direct", panel_id, direction=direction)
             return fragment(panel_id)
         except StoryboardError as exc:

@@ -7,14 +7,18 @@ written. Writing (and refusing writes based on an old version of the file) is th
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import CommentMark
 from ruamel.yaml.scalarstring import ScalarString
+from ruamel.yaml.tokens import CommentToken
 
 from storyboard.errors import StoryboardError
 from storyboard.story.load import load_story_text
@@ -109,26 +113,76 @@ DIRECTION_KEYS = ("init_image", "denoising_strength", "resize_mode", "inpaint", 
 
 
 def _units(old: Any, new: list[dict[str, Any]]) -> CommentedSeq:
-    """The ``control:`` list as `new` says, changed in place where a unit was already written (its
-    style and comments stay); units added are flow mappings."""
+    """The ``control:`` list as `new` says. Units are matched to the written ones in order (a
+    removed unit is deleted, not its neighbours shifted into its lines); a matched unit is changed
+    in place (its style and comments stay); units added are flow mappings."""
     seq = old if isinstance(old, CommentedSeq) else CommentedSeq()
-    del seq[len(new) :]
-    for k, unit in enumerate(new):
-        if k < len(seq) and isinstance(seq[k], CommentedMap):
-            node = seq[k]
-            for gone in [key for key in node if key not in unit]:
-                del node[gone]
-            for key, v in unit.items():
-                if key not in node or node[key] != v:
-                    _put(node, key, v)
+    was = [_unit_key(dict(u) if isinstance(u, CommentedMap) else u) for u in seq]
+    ops = difflib.SequenceMatcher(a=was, b=[_unit_key(u) for u in new], autojunk=False).get_opcodes()
+    # From the end, so the indexes of the operations still to do stay valid.
+    for tag, i1, i2, j1, j2 in reversed(ops):
+        if tag == "equal":
             continue
-        flow = CommentedMap(unit)
-        flow.fa.set_flow_style()
-        if k < len(seq):
-            seq[k] = flow
-        else:
-            seq.append(flow)
+        pairs = min(i2 - i1, j2 - j1)
+        for d in range(pairs):
+            _set_unit(seq, i1 + d, new[j1 + d])
+        for i in reversed(range(i1 + pairs, i2)):
+            _drop_unit(seq, i)
+        for j in range(j1 + pairs, j2):
+            flow = CommentedMap(new[j])
+            flow.fa.set_flow_style()
+            seq.insert(i1 + j - j1, flow)
     return seq
+
+
+def _unit_key(unit: Any) -> str:
+    return json.dumps(unit, sort_keys=True, default=str)
+
+
+def _set_unit(seq: CommentedSeq, k: int, unit: dict[str, Any]) -> None:
+    node = seq[k]
+    if not isinstance(node, CommentedMap):
+        node = CommentedMap()
+        node.fa.set_flow_style()
+        seq[k] = node
+    for gone in [key for key in node if key not in unit]:
+        del node[gone]
+    for key, v in unit.items():
+        if key not in node or node[key] != v:
+            _put(node, key, v)
+
+
+def _drop_unit(seq: CommentedSeq, k: int) -> None:
+    """Delete unit `k`, keeping the comment lines below it: ruamel files them under the unit's
+    last key, though they introduce the next unit."""
+    node = seq[k]
+    last = list(node)[-1] if isinstance(node, CommentedMap) and len(node) else None
+    slot = node.ca.items.get(last, []) if last is not None else []
+    trailing = slot[2] if len(slot) > 2 else None
+    del seq[k]
+    if trailing is None or "\n" not in trailing.value:
+        return
+    below = trailing.value.split("\n", 1)[1]  # its own end-of-line comment goes with it
+    if not below.strip():
+        return
+    if k > 0 and isinstance(seq[k - 1], CommentedMap) and len(seq[k - 1]):
+        prev = seq[k - 1]
+        into = prev.ca.items.setdefault(list(prev)[-1], [None, None, None, None])
+        if into[2] is None:
+            trailing.value = "\n" + below
+            into[2] = trailing
+        else:  # the unit before has its own comment: keep both, its own first
+            into[2].value = into[2].value.rstrip("\n") + "\n" + below
+        return
+    # Above the list's new first unit, each line where it was written (the first line's
+    # indentation becomes the token's column; ruamel writes the others as they are).
+    below = below.lstrip("\n")
+    col = len(below) - len(below.lstrip(" "))
+    token = CommentToken(below.lstrip(" "), CommentMark(col))
+    if seq.ca.comment is None:
+        seq.ca.comment = [None, [token]]
+    else:
+        seq.ca.comment[1] = [*(seq.ca.comment[1] or []), token]
 
 
 def _put(node: CommentedMap, key: str, value: Any) -> None:

@@ -50,6 +50,25 @@
     if (event.target.closest(".direct")) event.preventDefault();  // Enter in a field: no navigation
   });
 
+  // Picking a unit to edit: the control fields show that unit (the story's values; the add row's
+  // defaults), so Preview and Keep change only the unit picked.
+  document.addEventListener("change", function (event) {
+    const radio = event.target.closest(".direct input[name=control_unit]");
+    if (!radio) return;
+    const form = radio.form;
+    const row = radio.closest(".d-unit").dataset;
+    const keep = form.elements.control.querySelector("option[value=keep]");
+    keep.disabled = Boolean(row.new);
+    keep.textContent = row.new ? "keep its image" : "keep " + row.image;
+    form.elements.control.querySelector("option[value=none]").textContent = row.new ? "no unit" : "remove the unit";
+    form.elements.control.value = row.new ? "none" : "keep";
+    form.elements.control_module.value = row.module;
+    form.elements.control_model.value = row.model;
+    form.elements.control_weight.value = row.weight;
+    form.elements.guidance_start.value = row.start;
+    form.elements.guidance_end.value = row.end;
+  });
+
   document.addEventListener("click", function (event) {
     const button = event.target.closest(".direct [data-action]");
     if (button) { send(button); return; }
