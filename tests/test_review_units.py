@@ -255,3 +255,27 @@ def test_a_removed_unit_takes_only_its_own_lines(tmp_path: Path, drop: int, gone
     assert changed_lines(text, after) == gone
     left = load_story_text(after, story).story.panel("gate").control
     assert left is not None and [u.model for u in left] == [u["model"] for u in kept]
+
+
+def test_keep_on_a_symlinked_story_writes_its_target_and_the_link_stays(tmp_path: Path) -> None:
+    """The page's Keep writes the user's file as `pick` does (issue 22 item 1): through a symlink."""
+    story = copy_demo(tmp_path / "project")
+    target = story.with_name("real-demo.yaml")
+    story.rename(target)
+    story.symlink_to(target.name)
+    before = target.read_text()
+    session = make_session(story, tmp_path / "out", draft=True, host="127.0.0.1", port=PORT)
+    try:
+        with TestClient(create_app(session), base_url=f"http://127.0.0.1:{PORT}") as c:
+            data = _form(
+                session, control_unit="0", control="keep", control_module="none",
+                control_model="control_v11p_sd15_openpose", control_weight="0.5", guidance_end="0.8",
+            )  # fmt: skip
+            _preview_and_keep(c, session, data)
+    finally:
+        session.queue.close()
+    assert story.is_symlink() and story.resolve() == target.resolve()
+    assert changed_lines(before, target.read_text()) == [
+        "-            weight: 0.9",
+        "+            weight: 0.5",
+    ]

@@ -124,13 +124,13 @@ def keep_direction(
     """Keep a previewed direction (app/direct_ops.py): its pictures beside the story, its keys in the
     story file, refused when the file is not the version the page showed; the new version."""
     from storyboard.app.direct_ops import keep_text
-    from storyboard.writes import atomic_write_text
+    from storyboard.writes import write_user_file
 
     with _STORY_WRITE:
         text = _check_version(story, version)
         new = keep_text(story, out, panel_id, direction, draft=draft)
         if new != text:
-            atomic_write_text(story, new)
+            write_user_file(story, new)
         return text_version(new)
 
 
@@ -140,7 +140,7 @@ def redraw_face(story: Path, panel_id: str, character: str, seed: int, *, versio
     detailer is off; the new version. The next render re-draws only that face."""
     from storyboard.story.detail_edit import face_seed_text
     from storyboard.story.plan import plan
-    from storyboard.writes import atomic_write_text
+    from storyboard.writes import write_user_file
 
     with _STORY_WRITE:
         text = _check_version(story, version)
@@ -151,5 +151,5 @@ def redraw_face(story: Path, panel_id: str, character: str, seed: int, *, versio
             )
         new = face_seed_text(text, story, panel_id, character, seed)
         if new != text:
-            atomic_write_text(story, new)
+            write_user_file(story, new)
         return text_version(new)

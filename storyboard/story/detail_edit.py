@@ -8,7 +8,7 @@ from pathlib import Path
 from ruamel.yaml.comments import CommentedMap
 
 from storyboard.story.edit import _dump_checked, _panel_node
-from storyboard.writes import atomic_write_text
+from storyboard.writes import write_user_file
 
 
 def _mapping(node: CommentedMap, key: str) -> CommentedMap:
@@ -38,7 +38,7 @@ def enable_detail_text(text: str, path: Path, panel_id: str) -> str:
 
 def enable_detail(story_path: Path, panel_id: str) -> None:
     text = story_path.read_text(encoding="utf-8")
-    atomic_write_text(story_path, enable_detail_text(text, story_path, panel_id))
+    write_user_file(story_path, enable_detail_text(text, story_path, panel_id))
 
 
 def face_seed_text(text: str, path: Path, panel_id: str, character: str, seed: int) -> str:
