@@ -217,8 +217,7 @@ def test_the_review_pages_map_preview_runs_the_annotator(
     picture().save(buf, format="PNG")
     direct_ops.stage_picture(story, out, "listen", "control", buf.getvalue(), draft=True)
     d = direct_ops.Direction(control="new", control_module="lineart_anime", control_model="cn-x")
-    path = direct_ops.control_map(story, out, "listen", d, draft=True)
-    assert path is not None
+    [path] = direct_ops.control_maps(story, out, "listen", d, draft=True)
     job = next(j for j in plan(load_story(story)) if j.panel_id == "listen")
     first = (job.settings.width, job.settings.height)
     unit = ControlUnit(image=Path("x.png"), module="lineart_anime", model="cn-x")
