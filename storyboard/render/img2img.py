@@ -190,7 +190,11 @@ def render_img2img(
     # extension reads WebUI's sampling_steps, which img2img sets to t_enc + 1).
     control = None
     if controls is not None and job.control:
-        control = controls.passes(rj, model.components.unet, (len(sigmas) - 1, None), None)[0]
+        # "Only masked": the control map is cut to the same crop as the picture (the extension).
+        crop = None
+        if prep.overlay is not None and prep.paste_to is not None:
+            crop = (prep.overlay.size, prep.paste_to)
+        control = controls.passes(rj, model.components.unet, (len(sigmas) - 1, None), None, crop)[0]
     with stage("sample"):
         latent = run_pass(
             model, spec, x, sigmas, rng, seeds, ([conds.cond], [conds.uncond]), s.cfg_scale, progress,
