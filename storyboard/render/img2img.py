@@ -43,6 +43,7 @@ from storyboard.render.conditioning import PanelConds, RegionalConds
 from storyboard.render.control.runtime import ControlNets
 from storyboard.render.decode import decode_latents, encode_images
 from storyboard.render.hires import img2img_sigmas, noised_latent
+from storyboard.render.inpaint_cond import inpainting_conditioning
 from storyboard.render.noise import ImageRNG
 from storyboard.render.progress import RenderProgress
 from storyboard.render.resolve import ResolvedJob
@@ -182,6 +183,10 @@ def render_img2img(
             init = init * (1 - nmask) + fresh * nmask
         elif inpaint.masked_content == "latent nothing":
             init = init * (1 - nmask)
+    image_cond = None
+    if model.components.inpainting:
+        with stage("encode_image"):
+            image_cond = inpainting_conditioning(vae, prep.image, prep.mask, latent_size, device)
     sigmas = img2img_sigmas(
         lambda n: spec.sigmas(n, den.sigmas, device), s.steps, i2i.denoising_strength, fix_steps=i2i.fix_steps
     )
@@ -200,6 +205,7 @@ def render_img2img(
             model, spec, x, sigmas, rng, seeds, ([conds.cond], [conds.uncond]), s.cfg_scale, progress,
             job.panel_id, regional_guide(model, rj, regional, hires=False), (s.width, s.height),
             s.cfg_rescale, control=control, wrap=mask_blend(init, nmask) if nmask is not None else None,
+            image_cond=image_cond,
         )  # fmt: skip
     if nmask is not None:
         latent = latent * nmask + init * (1 - nmask)
