@@ -67,6 +67,9 @@ def test_only_masked_cuts_the_control_map_to_the_crop(
     r = DiffusersRenderer(tmp_path, quiet=True, device="cpu")
     r.check(list(jobs.values()))
     assert len(list(r.render(list(jobs.values())))) == 2
+    # Only the panels whose pixels moved get a new hash: the only-masked one with a unit.
+    assert r.identity(jobs["masked"]).version.endswith("+cncrop")
+    assert not r.identity(jobs["whole"]).version.endswith("+cncrop")
 
     ctrl = Image.open(tmp_path / "map.png").convert("RGB")
     # "Crop and Resize" to the 64x64 picture: cover (85x64), centred (10 columns cut on the left).

@@ -22,7 +22,12 @@ There is no hires pass: WebUI's img2img has none. The mask, crop and paste-back 
 functions of ``render/inpaint_mask.py``. Known differences from WebUI: the VAE encode uses the
 posterior mean (WebUI samples it with the global RNG, which does not repeat); an init image
 inpainted "only masked" is first fitted to the panel's size (WebUI keeps the picture's own size,
-which would not fill the panel's frame); inpainting-model (9-channel UNet) conditioning is not built.
+which would not fill the panel's frame). An inpainting model (9-channel UNet) gets WebUI's image
+conditioning (``render/inpaint_cond.py``: the rounded mask and the masked picture's latent) at every
+UNet call, with ``inpainting_mask_weight`` at WebUI's default 1.0 (no story field); for "latent
+upscale" its masked picture is encoded at the picture's size and resized like the init latent (WebUI
+fails there). ControlNet units of an "only masked" inpaint read their map cut to the same crop
+(``control/preprocess.crop_to_inpaint``), as the extension does.
 """
 
 from __future__ import annotations
