@@ -15,7 +15,7 @@ from torch import Tensor
 
 from storyboard.errors import ModelError
 from storyboard.models.pickle_gate import load_pickle
-from storyboard.models.registry import PICKLE_EXTENSIONS, safetensors_metadata
+from storyboard.models.registry import PICKLE_EXTENSIONS, safetensors_header, safetensors_metadata
 
 ModelKind = Literal["sd1", "sdxl"]
 
@@ -80,6 +80,38 @@ def detect_kind(keys: Mapping[str, Any] | set[str], path: Path) -> ModelKind:
         f"{path} is not a Stable Diffusion checkpoint: none of its tensors has the expected names.",
         hint="is it a LoRA, VAE or embedding? those go in models/Lora, models/VAE or embeddings/",
     )
+
+
+_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
+INPAINT_CHANNELS = 9  # 4 latent + 1 mask + 4 masked-picture latent (sd-v1-5-inpainting and merges)
+
+
+def unet_in_channels(raw: Mapping[str, Tensor], path: Path) -> int:
+    """The UNet's input channels from its first convolution: 4 for an ordinary model, 9 for an
+    inpainting model (WebUI's ``hybrid`` conditioning). Other kinds (instruct-pix2pix's 8, depth's
+    5) need conditioning this loader does not build, so they are refused by name."""
+    weight = raw.get(_CONV_IN)
+    channels = 4 if weight is None or weight.ndim != 4 else int(weight.shape[1])
+    if channels not in (4, INPAINT_CHANNELS):
+        raise ModelError(
+            f"{path} has a UNet with {channels} input channels; storyboard renders ordinary (4) and "
+            f"inpainting (9) models only.",
+            hint="instruct-pix2pix (8) and depth (5) models are not supported",
+        )
+    return channels
+
+
+def file_in_channels(path: Path) -> int | None:
+    """The UNet's input channels of a checkpoint without loading it: a .safetensors header's shape,
+    or a diffusers folder's unet config; None when it cannot be told (a pickle file)."""
+    if path.is_dir():
+        cfg = path / "unet" / "config.json"
+        return int(_read_json(cfg).get("in_channels", 4)) if cfg.is_file() else None
+    if path.suffix.lower() != ".safetensors":
+        return None
+    entry = safetensors_header(path).get(_CONV_IN)
+    shape = entry.get("shape") if isinstance(entry, dict) else None
+    return int(shape[1]) if isinstance(shape, list) and len(shape) == 4 else 4
 
 
 # Configs -----------------------------------------------------------------------------------------

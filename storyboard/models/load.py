@@ -27,12 +27,14 @@ from storyboard.models.checkpoint_file import (
     _SDXL_CLIP_L,
     _VAE_PREFIXES,
     CONFIG_METADATA_KEY,
+    INPAINT_CHANNELS,
     ModelKind,
     configs_for,
     configs_from_dir,
     detect_kind,
     read_state_dict,
     shipped_config_dir,
+    unet_in_channels,
 )
 from storyboard.models.modules import (
     _alphas_cumprod,
@@ -90,6 +92,11 @@ class ModelComponents:
     def dtype(self) -> torch.dtype:
         dtype: torch.dtype = next(self.unet.parameters()).dtype
         return dtype
+
+    @property
+    def inpainting(self) -> bool:
+        """A 9-channel UNet (sd-v1-5-inpainting and merges): sampled with WebUI's image conditioning."""
+        return int(self.unet.config["in_channels"]) == INPAINT_CHANNELS
 
     @property
     def device(self) -> torch.device:
@@ -195,6 +202,7 @@ def _load_single_file(
     raw = read_state_dict(path, allow_pickle=allow_pickle)
     kind = detect_kind(raw, path)
     cfgs = configs_for(path, kind, config_dir)
+    cfgs["unet"] = {**cfgs["unet"], "in_channels": unet_in_channels(raw, path)}
 
     # diffusers logs a warning when a checkpoint also has EMA weights; like WebUI we take the
     # non-EMA model.diffusion_model.* weights, so the warning is noise.

@@ -107,13 +107,20 @@ def encode_images(vae: Any, images: list[Image.Image], device: torch.device) -> 
     WebUI samples the VAE posterior with the global torch RNG here, so its Lanczos hires pass is not
     reproducible run to run; the mean keeps ours deterministic.
     """
-    scale, shift = _scaling(vae)
-    _set_tiling(vae, images[0].width * images[0].height)
-    dtype = _vae_dtype(vae)
     out = []
     for img in images:
         arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
         x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).to(device) * 2.0 - 1.0
-        mean = vae.encode(x.to(dtype)).latent_dist.mode().float()
-        out.append((mean - shift) * scale)
+        out.append(encode_pixels(vae, x))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_pixels(vae: Any, x: Tensor) -> Tensor:
+    """(1, 3, H, W) pixels in [-1, 1] -> (1, 4, H/8, W/8) float32 latent (posterior mean, scaled):
+    for pictures that are no 8-bit image, such as an inpainting model's masked picture."""
+    scale, shift = _scaling(vae)
+    _set_tiling(vae, int(x.shape[-1] * x.shape[-2]))
+    mean = vae.encode(x.to(_vae_dtype(vae))).latent_dist.mode().float()
+    out: Tensor = (mean - shift) * scale
+    return out

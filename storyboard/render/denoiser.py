@@ -105,9 +105,20 @@ class CompVisDenoiser(torch.nn.Module):
         return table_t_to_sigma(self.sigmas, t)
 
     def _unet(
-        self, x: Tensor, t: Tensor, cond: Tensor, added_cond_kwargs: Mapping[str, Tensor] | None
+        self,
+        x: Tensor,
+        t: Tensor,
+        cond: Tensor,
+        added_cond_kwargs: Mapping[str, Tensor] | None,
+        image_cond: Tensor | None = None,
     ) -> Tensor:
         dtype = getattr(self.unet, "dtype", x.dtype)
+        if image_cond is not None:
+            # An inpainting model's extra channels (render/inpaint_cond.py) follow the scaled latent,
+            # as WebUI's hybrid DiffusionWrapper concatenates c_concat; one copy per batch row
+            # (cond and uncond rows alike: the batch repeats the images in order).
+            rows = image_cond.to(x).repeat(x.shape[0] // image_cond.shape[0], 1, 1, 1)
+            x = torch.cat([x, rows], dim=1)
         kwargs: dict[str, Any] = {"encoder_hidden_states": cond.to(dtype)}
         if added_cond_kwargs is not None:
             kwargs["added_cond_kwargs"] = {k: v.to(dtype) for k, v in added_cond_kwargs.items()}
@@ -119,10 +130,11 @@ class CompVisDenoiser(torch.nn.Module):
         sigma: Tensor,
         cond: Tensor,
         added_cond_kwargs: Mapping[str, Tensor] | None = None,
+        image_cond: Tensor | None = None,
     ) -> Tensor:
         s = sigma.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         c_in = 1 / (s**2 + 1) ** 0.5
-        out = self._unet(x * c_in, self.sigma_to_t(sigma), cond, added_cond_kwargs)
+        out = self._unet(x * c_in, self.sigma_to_t(sigma), cond, added_cond_kwargs, image_cond)
         if self.prediction_type == "epsilon":
             return x + out * (-s)
         c_skip = 1 / (s**2 + 1)
@@ -289,6 +301,8 @@ class CFGDenoiser:
         self.step = 0
         self.regional: RegionalCFG | None = None  # built on the first call with several entries
         self.padded = False  # WebUI writes "Pad conds: True" into infotext when this happened
+        # An inpainting model's (B, 5, h, w) extra input, handed to every model call (run_pass sets it).
+        self.image_cond: Tensor | None = None
 
     @property
     def cond_schedule(self) -> list[tuple[int, Conditioning]]:
@@ -298,7 +312,11 @@ class CFGDenoiser:
         self.step = 0
 
     def _run(self, x: Tensor, sigma: Tensor, c: Conditioning) -> Tensor:
-        return self.model(x, sigma, cond=c.hidden, added_cond_kwargs=c.added or None)
+        """Every UNet evaluation of the guided denoiser (plain and regional) goes through here."""
+        added = c.added or None
+        if self.image_cond is not None:
+            return self.model(x, sigma, cond=c.hidden, added_cond_kwargs=added, image_cond=self.image_cond)
+        return self.model(x, sigma, cond=c.hidden, added_cond_kwargs=added)
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         only = self.entries[0]

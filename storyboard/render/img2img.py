@@ -22,7 +22,12 @@ There is no hires pass: WebUI's img2img has none. The mask, crop and paste-back 
 functions of ``render/inpaint_mask.py``. Known differences from WebUI: the VAE encode uses the
 posterior mean (WebUI samples it with the global RNG, which does not repeat); an init image
 inpainted "only masked" is first fitted to the panel's size (WebUI keeps the picture's own size,
-which would not fill the panel's frame); inpainting-model (9-channel UNet) conditioning is not built.
+which would not fill the panel's frame). An inpainting model (9-channel UNet) gets WebUI's image
+conditioning (``render/inpaint_cond.py``: the rounded mask and the masked picture's latent) at every
+UNet call, with ``inpainting_mask_weight`` at WebUI's default 1.0 (no story field); for "latent
+upscale" its masked picture is encoded at the picture's size and resized like the init latent (WebUI
+fails there). ControlNet units of an "only masked" inpaint read their map cut to the same crop
+(``control/preprocess.crop_to_inpaint``), as the extension does.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from storyboard.render.conditioning import PanelConds, RegionalConds
 from storyboard.render.control.runtime import ControlNets
 from storyboard.render.decode import decode_latents, encode_images
 from storyboard.render.hires import img2img_sigmas, noised_latent
+from storyboard.render.inpaint_cond import inpainting_conditioning
 from storyboard.render.noise import ImageRNG
 from storyboard.render.progress import RenderProgress
 from storyboard.render.resolve import ResolvedJob
@@ -182,6 +188,10 @@ def render_img2img(
             init = init * (1 - nmask) + fresh * nmask
         elif inpaint.masked_content == "latent nothing":
             init = init * (1 - nmask)
+    image_cond = None
+    if model.components.inpainting:
+        with stage("encode_image"):
+            image_cond = inpainting_conditioning(vae, prep.image, prep.mask, latent_size, device)
     sigmas = img2img_sigmas(
         lambda n: spec.sigmas(n, den.sigmas, device), s.steps, i2i.denoising_strength, fix_steps=i2i.fix_steps
     )
@@ -190,12 +200,17 @@ def render_img2img(
     # extension reads WebUI's sampling_steps, which img2img sets to t_enc + 1).
     control = None
     if controls is not None and job.control:
-        control = controls.passes(rj, model.components.unet, (len(sigmas) - 1, None), None)[0]
+        # "Only masked": the control map is cut to the same crop as the picture (the extension).
+        crop = None
+        if prep.overlay is not None and prep.paste_to is not None:
+            crop = (prep.overlay.size, prep.paste_to)
+        control = controls.passes(rj, model.components.unet, (len(sigmas) - 1, None), None, crop)[0]
     with stage("sample"):
         latent = run_pass(
             model, spec, x, sigmas, rng, seeds, ([conds.cond], [conds.uncond]), s.cfg_scale, progress,
             job.panel_id, regional_guide(model, rj, regional, hires=False), (s.width, s.height),
             s.cfg_rescale, control=control, wrap=mask_blend(init, nmask) if nmask is not None else None,
+            image_cond=image_cond,
         )  # fmt: skip
     if nmask is not None:
         latent = latent * nmask + init * (1 - nmask)

@@ -87,6 +87,8 @@ class Infotext:
     vae_hash: str | None = None  # only for an external VAE: sha256[:10]
     vae: str | None = None  # external VAE file name
     denoising_strength: float | None = None
+    # WebUI's inpainting_mask_weight, written only for an inpainting (9-channel) model, as "1.0"
+    conditional_mask_weight: str | None = None
     clip_skip: int = 1
     rng: str = "GPU"  # WebUI's randn_source: GPU (default), CPU, NV
     hires_sampler: str | None = None
@@ -116,6 +118,7 @@ class Infotext:
             "VAE hash": self.vae_hash,
             "VAE": self.vae,
             "Denoising strength": self.denoising_strength,
+            "Conditional mask weight": self.conditional_mask_weight,
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": self.rng if self.rng != "GPU" else None,
             # extra_generation_params, in the order WebUI's txt2img init adds them
@@ -191,12 +194,15 @@ def lora_hash_pairs(rj: ResolvedJob, hashes: Resolver) -> list[tuple[str, str]]:
 
 def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embedding]) -> str:
     """The infotext of one rendered panel, from its resolved job (step 5 of a render)."""
+    from storyboard.models.checkpoint_file import INPAINT_CHANNELS, file_in_channels
+    from storyboard.render.inpaint_cond import MASK_WEIGHT
     from storyboard.render.regions import regional_infotext
     from storyboard.render.sampling import SCHEDULE_LABELS
 
     job, s, spec, hr_spec = rj.job, rj.settings, rj.spec, rj.hr_spec
     hr = s.hires
     ckpt, vae = rj.models.checkpoint, rj.models.vae
+    inpainting = ckpt.path.exists() and file_in_channels(ckpt.path) == INPAINT_CHANNELS
     own_hr_sampler = hr is not None and hr_spec is not None and bool(hr.sampler)
     # WebUI writes the schedule its get_sigmas resolves: a sampler with a default schedule (DPM++ 2M:
     # Karras) overwrites "Automatic" with it; "Automatic" stays only where none applies (Euler a).
@@ -221,6 +227,7 @@ def panel_infotext(rj: ResolvedJob, hashes: Resolver, embeddings: Sequence[Embed
         denoising_strength=job.img2img.denoising_strength
         if job.img2img is not None
         else (hr.denoising_strength if hr else None),
+        conditional_mask_weight=str(MASK_WEIGHT) if inpainting else None,
         clip_skip=s.clip_skip,
         rng="CPU" if s.noise_source == "cpu" else "GPU",
         hires_sampler=hr_spec.infotext_name

@@ -156,6 +156,13 @@ def hires_negative(job: PanelJob) -> str:
     return hr.negative if hr is not None and hr.negative else job.negative
 
 
+def crop_marker(rj: ResolvedJob) -> str:
+    """'+cncrop' for an "only masked" inpaint with ControlNet units: their maps are now cut to the
+    inpaint's crop, so such panels rendered before re-render (no other panel's hash moves)."""
+    job = rj.job
+    return "+cncrop" if job.inpaint is not None and job.inpaint.full_res and job.control else ""
+
+
 def uses_ztsnr(rj: ResolvedJob) -> bool:
     """Whether the job samples on the zero-terminal-SNR schedule: the story's ``ztsnr`` setting,
     else the checkpoint's marker."""
@@ -321,7 +328,7 @@ class Resolver:
         return RenderIdentity(
             renderer="diffusers",
             # Panels of ztsnr-marked checkpoints rendered before the marker was honoured re-render.
-            version=ENGINE_VERSION + ("+ztsnr" if uses_ztsnr(rj) else ""),
+            version=ENGINE_VERSION + ("+ztsnr" if uses_ztsnr(rj) else "") + crop_marker(rj),
             model=self.sha(rj.models.checkpoint.path),
             vae=self.sha(rj.models.vae.path) if rj.models.vae else None,
             lora_hashes={n: self.lora_hash(f.path) for n, f in loras.items()},

@@ -108,11 +108,13 @@ def run_pass(
     cfg_rescale: float = 0.0,
     control: ControlPass | None = None,
     wrap: Callable[[Denoiser], Denoiser] | None = None,
+    image_cond: Tensor | None = None,
 ) -> Tensor:
     """Denoise x down `sigmas` with CFG; returns the latent to decode.
 
     ``size`` is the pass's (width, height) in pixels (default: the latent's size * 8); ``wrap``
-    wraps the guided denoiser (an inpaint's latent mask blend, render/img2img.py)."""
+    wraps the guided denoiser (an inpaint's latent mask blend, render/img2img.py); ``image_cond``
+    an inpainting model's extra UNet input (render/inpaint_cond.py)."""
     info = spec.info
     noise = brownian_noise_sampler(x, sigmas, seeds) if info.brownian_noise else rng.noise_sampler()
     time_ids = sdxl_time_ids(size or (int(x.shape[-1]) * 8, int(x.shape[-2]) * 8), x.device)
@@ -126,6 +128,7 @@ def run_pass(
             cfg_scale,
             cfg_rescale=cfg_rescale,
         )
+    cfg.image_cond = image_cond
     if control is not None:
         # ControlNet residuals ride in the UNet calls of this pass (render/control/hook.py).
         cfg.model = control.bind(cfg.model, cfg.uncond_schedule, len(sigmas) - 1)  # type: ignore[arg-type]
@@ -190,7 +193,7 @@ def render_batch(
         latent = run_pass(
             model, spec, x, sigmas, rng, seeds, ([c.cond for c in conds], [c.uncond for c in conds]),
             s.cfg_scale, progress, ids, regional_guide(model, first, regional, hires=False),
-            (s.width, s.height), s.cfg_rescale, ctl[0],
+            (s.width, s.height), s.cfg_rescale, ctl[0], image_cond=grey_cond(model, x),
         )  # fmt: skip
     # Hires fix.
     if hr is not None and hr_spec is not None:
@@ -215,10 +218,22 @@ def render_batch(
             latent = run_pass(
                 model, hr_spec, x2, sigmas2, rng2, seeds, hr_conds, s.cfg_scale, progress, f"{ids} (hires)",
                 regional_guide(model, first, regional, hires=True), (tw, th), s.cfg_rescale, ctl[1],
+                image_cond=grey_cond(model, x2),
             )  # fmt: skip
     # Decode.
     with stage("decode"):
         return decode_latents(model.components.vae, latent)
+
+
+def grey_cond(model: LoadedModel, x: Tensor) -> Tensor | None:
+    """An inpainting model's txt2img conditioning for latent `x` (WebUI's weight 1.0 makes the hires
+    pass's the same: the whole picture masked); None for an ordinary model."""
+    if not model.components.inpainting:
+        return None
+    from storyboard.render.inpaint_cond import txt2img_conditioning
+
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    return txt2img_conditioning(model.components.vae, int(x.shape[0]), size, x.device)
 
 
 def hires_sigmas(model: LoadedModel, rj: ResolvedJob) -> Tensor:

@@ -106,9 +106,12 @@ class ControlledUNet:
                 # extension's ControlNet aligns its hint to the latent's pixels (nearest).
                 hint = torch.nn.functional.interpolate(hint, size=size, mode="nearest")
             hint = hint.expand(x.shape[0], -1, -1, -1)
+            # An inpainting model's UNet gets 9 channels; the ControlNet reads the latent's 4 (the
+            # extension's inpaint-model workaround).
+            x_cn = x[:, : int(u.model.config.in_channels)] if x.shape[1] > 4 else x
             kwargs: dict[str, Any] = {"added_cond_kwargs": added} if added else {}
             down, mid = u.model(
-                x, t, encoder_hidden_states=hidden, controlnet_cond=hint, return_dict=False, **kwargs
+                x_cn, t, encoder_hidden_states=hidden, controlnet_cond=hint, return_dict=False, **kwargs
             )
             self.calls += 1
             res = [*down, mid]

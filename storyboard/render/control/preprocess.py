@@ -2,10 +2,14 @@
 
 1. the preprocessor (``module``) at its resolution: ``processor_res``, or with ``pixel_perfect`` the
    extension's estimate from the first pass's size and the resize mode;
-2. the map resized to each pass's size (the first pass's, and the hires pass's target) by the
+2. for an inpaint "only masked", the control image first cut to the inpaint's crop: fitted to the
+   picture's size by the unit's resize mode, cropped to the region the inpaint renders, and that
+   crop fitted to the pass's size by WebUI's "resize and fill" (the extension's A1111-mask step,
+   so the map lines up with the cropped picture; ``crop_to_inpaint``);
+3. the map resized to each pass's size (the first pass's, and the hires pass's target) by the
    ``resize_mode``: Just Resize (stretch), Crop and Resize (cover, centre crop), Resize and Fill
    (fit, centred on the median colour of the map's border);
-3. as a (1, 3, H, W) float tensor in [0, 1].
+4. as a (1, 3, H, W) float tensor in [0, 1].
 
 The extension's resizing is OpenCV's (area down, cubic up, nearest for maps of few colours; binary
 edge maps re-binarised); here PIL's box/bicubic/nearest filters and a 128 threshold stand in, so maps
@@ -23,11 +27,15 @@ from PIL import Image
 from scipy import ndimage
 
 from storyboard.jobs import ControlUnit
+from storyboard.render import inpaint_mask as im
 from storyboard.render.control.annotators import RUN as ANNOTATED
 from storyboard.render.control.annotators import run_annotator
 from storyboard.render.control.canny import canny
 
 Map = NDArray[np.uint8]  # (H, W, 3)
+
+# The unit's resize mode as WebUI's ``images.resize_image`` mode (the extension's int_value).
+RESIZE_INT = {"Just Resize": 0, "Crop and Resize": 1, "Resize and Fill": 2}
 
 
 def pixel_perfect_resolution(size: tuple[int, int], target: tuple[int, int], resize_mode: str) -> int:
@@ -126,6 +134,22 @@ def fit_map(detected: Map, size: tuple[int, int], resize_mode: str) -> Map:
     top, left = max(0, (h - small.shape[0]) // 2), max(0, (w - small.shape[1]) // 2)
     canvas[top : top + small.shape[0], left : left + small.shape[1]] = small[:h, :w]
     return canvas
+
+
+def crop_to_inpaint(
+    image: Image.Image,
+    resize_mode: str,
+    picture_size: tuple[int, int],
+    region: im.Region,
+    size: tuple[int, int],
+) -> Image.Image:
+    """The control image as the extension hands it on for an "only masked" inpaint: fitted to the
+    inpainted picture's (W, H) by the unit's resize mode, cut to `region` (the inpaint's crop, grown
+    to the processing aspect), then fitted to the processing (W, H) by "resize and fill". The
+    extension does this channel by channel; PIL resamples each channel alike, so RGB at once is
+    the same pixels."""
+    fitted = im.resize_image(RESIZE_INT[resize_mode], image.convert("RGB"), *picture_size)
+    return im.resize_image(2, fitted.crop(region), *size)
 
 
 def hint_tensor(fitted: Map) -> torch.Tensor:

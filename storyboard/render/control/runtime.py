@@ -1,7 +1,8 @@
 """ControlNets in memory and each pass's units: the engine keeps one :class:`ControlNets` (models
 loaded once per file, on the UNet's device and dtype); a panel's passes get :class:`ControlPass`es
 with the hints at their own sizes (the hires pass: the map resized to the hires target, as the
-extension's ``hr_hint_cond``)."""
+extension's ``hr_hint_cond``). An inpaint "only masked" hands over its crop: each control image is
+cut to it before preprocessing (``preprocess.crop_to_inpaint``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 from storyboard.input_images import load_input_image
 from storyboard.models.controlnet import load_controlnet
 from storyboard.render.control.hook import ActiveUnit, ControlPass, active_steps
-from storyboard.render.control.preprocess import detect, fit_map, hint_tensor
+from storyboard.render.control.preprocess import crop_to_inpaint, detect, fit_map, hint_tensor
+from storyboard.render.inpaint_mask import Region
 from storyboard.render.resolve import ResolvedJob
 
 
@@ -34,10 +36,16 @@ class ControlNets:
         self._models.clear()
 
     def passes(
-        self, rj: ResolvedJob, unet: Any, steps: tuple[int, int | None], hires_size: tuple[int, int] | None
+        self,
+        rj: ResolvedJob,
+        unet: Any,
+        steps: tuple[int, int | None],
+        hires_size: tuple[int, int] | None,
+        crop: tuple[tuple[int, int], Region] | None = None,
     ) -> tuple[ControlPass | None, ControlPass | None]:
         """The first pass's and the hires pass's units (None: no unit runs in that pass, so the pass
-        is rendered exactly as without ControlNet). `steps` is each pass's step count."""
+        is rendered exactly as without ControlNet). `steps` is each pass's step count; `crop` an
+        "only masked" inpaint's picture size (W, H) and the region it renders."""
         job, s = rj.job, rj.settings
         if not job.control:
             return None, None
@@ -52,6 +60,8 @@ class ControlNets:
                 if unit.weight == 0 or not active_steps(total, unit.guidance_start, unit.guidance_end):
                     continue  # never runs: skipped entirely, so the pixels are those without it
                 image = load_input_image(job.input_image(f"control {k}").path)
+                if crop is not None:
+                    image = crop_to_inpaint(image, unit.resize_mode, crop[0], crop[1], first)
                 detected = detect(image, unit, first)
                 hint = hint_tensor(fit_map(detected, size, unit.resize_mode))
                 units.append(
