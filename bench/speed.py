@@ -122,9 +122,9 @@ class Meter:
         self.calls: list[tuple[int, int, int, int]] = []
         orig = CompVisDenoiser._unet
 
-        def recorded(den: Any, x: Any, t: Any, cond: Any, added: Any) -> Any:
+        def recorded(den: Any, x: Any, t: Any, cond: Any, *rest: Any) -> Any:
             self.calls.append((int(x.shape[0]), int(x.shape[-2]), int(x.shape[-1]), int(cond.shape[1])))
-            return orig(den, x, t, cond, added)
+            return orig(den, x, t, cond, *rest)
 
         CompVisDenoiser._unet = recorded  # type: ignore[method-assign]  # a bench-only probe
 
