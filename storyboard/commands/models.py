@@ -32,12 +32,12 @@ def fetch(
 ) -> None:
     """Download what `storyboard check` needs (CCIP and the person detector), or the face
     detailer's detectors (`detail`), or the ControlNet annotators (`control`: lineart_anime,
-    depth_anything), and say where it went."""
+    depth_anything, dw_openpose_full), and say where it went."""
     if what == "control":
         from storyboard.render.control.annotators.specs import fetch_control
 
-        for key, path in fetch_control().items():
-            typer.echo(f"{key}: {path}")
+        for key, paths in fetch_control().items():
+            typer.echo(f"{key}: {', '.join(str(p) for p in paths)}")
         return
     if what == "detail":
         from storyboard.check.detail_models import fetch_detail

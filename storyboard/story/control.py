@@ -26,10 +26,11 @@ BUILTIN_MODULES: dict[str, tuple[float | None, float | None]] = {
     "scribble_xdog": (32.0, None),  # XDoG edge threshold
     "tile_resample": (1.0, None),  # down-sampling rate
 }
-# Preprocessors that need annotator weights. lineart_anime and depth_anything run (after
-# `storyboard models fetch control`); the others are accepted names refused with a sentence.
+# Preprocessors that need annotator weights. lineart_anime, depth_anything and dw_openpose_full run
+# (after `storyboard models fetch control`); the others are accepted names refused with a sentence.
 WEIGHTED_MODULES = (
     "depth_anything",
+    "dw_openpose_full",
     "openpose",
     "openpose_full",
     "openpose_face",
@@ -58,7 +59,7 @@ class ControlUnit(BaseModel):
     module: str = Field(
         "none",
         description="Preprocessor: none (the image is the map, e.g. a pose skeleton), invert, canny, "
-        "threshold, scribble_xdog, tile_resample; lineart_anime and depth_anything need "
+        "threshold, scribble_xdog, tile_resample; lineart_anime, depth_anything and dw_openpose_full need "
         "`storyboard models fetch control`.",
     )
     model: str = Field(

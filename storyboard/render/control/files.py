@@ -21,11 +21,11 @@ from storyboard.models.registry import ModelFile, Registry
 _TITLE = re.compile(r"^(.*?)\s*\[[0-9a-fA-F]{8,10}\]$")
 
 
-def check_module(unit: ControlUnit) -> Path | None:
-    """The unit's annotator file when its preprocessor needs one (found, nothing loaded); a
+def check_module(unit: ControlUnit) -> tuple[Path, ...]:
+    """The unit's annotator files when its preprocessor needs them (found, nothing loaded); a
     preprocessor not run here, or one whose files are missing, is a sentence saying what to do."""
     if unit.module in BUILTIN_MODULES:
-        return None
+        return ()
     from storyboard.render.control.annotators import check_annotator
 
     return check_annotator(unit.module)
@@ -47,14 +47,14 @@ def find_controlnet(
 def resolve_controls(
     job: PanelJob, reg: Registry, kind: str | None
 ) -> tuple[tuple[ModelFile, ...], dict[str, Path]]:
-    """Every unit's file, in unit order, and the annotator file of each preprocessor that needs one
-    (raises on the first problem)."""
+    """Every unit's file, in unit order, and the annotator files of each preprocessor that needs
+    them, by preprocessor name (one file) or ``name/file`` (several; raises on the first problem)."""
     out = []
     annotators: dict[str, Path] = {}
     for unit in job.control:
-        path = check_module(unit)
-        if path is not None:
-            annotators[unit.module] = path
+        paths = check_module(unit)
+        for p in paths:
+            annotators[unit.module if len(paths) == 1 else f"{unit.module}/{p.name}"] = p
         out.append(find_controlnet(unit, job.settings, reg, kind))
     return tuple(out), annotators
 

@@ -10,6 +10,10 @@ are here, and `storyboard models fetch control`, which puts them there.
                     transformers port of the checkpoint the extension's depth_anything loads
                     (Depth Anything v1, ViT-L/14), safetensors already; the revision is the one a
                     public benchmark write-up records for its run.
+    dw_openpose_full yzd-v/DWPose yolox_l.onnx (person detector) and dw-ll_ucoco_384.onnx (RTMPose
+                    whole-body), the two files the extension downloads for it; ONNX, no pickle. The
+                    revision is the one a public model-pin table lists for both files (and that
+                    other projects pin yzd-v/DWPose at).
 
 A render never downloads: a missing file is a sentence naming the preprocessor, the files and the
 command, raised while files are checked, before anything loads.
@@ -36,7 +40,13 @@ DEPTH_ANYTHING = ModelSpec(
     revision="27ccb0920352c0c37b3a96441873c8d37bd52fb6",
     files=("config.json", "model.safetensors"),
 )
-SPECS = {s.key: s for s in (LINEART_ANIME, DEPTH_ANYTHING)}
+DWPOSE = ModelSpec(
+    key="dw_openpose_full",
+    repo="yzd-v/DWPose",
+    revision="1a7144101628d69ee7a3768d1ee3a094070dc388",
+    files=("yolox_l.onnx", "dw-ll_ucoco_384.onnx"),
+)
+SPECS = {s.key: s for s in (LINEART_ANIME, DEPTH_ANYTHING, DWPOSE)}
 # The pickled files a fetch converts, and the name of what it writes.
 CONVERTED = {"lineart_anime": "netG.safetensors"}
 
@@ -56,23 +66,26 @@ def converted_path(spec: ModelSpec, cache: Path | None = None) -> Path:
     return root / "storyboard-annotators" / folder / CONVERTED[spec.key]
 
 
-def annotator_file(module: str, cache: Path | None = None) -> Path:
-    """The file the preprocessor computes with (its identity): the converted safetensors, or the
-    repo's weights file. Looks only; raises the sentence when it is missing."""
+def annotator_files(module: str, cache: Path | None = None) -> tuple[Path, ...]:
+    """The files the preprocessor computes with (its identity): the converted safetensors, or the
+    repo's weights (DWPose: detector, then pose model). Looks only; raises the sentence when one is
+    missing."""
     spec = SPECS[module]
     cache = cache if cache is not None else hub_cache()  # the environment's, read now
     stage = f"the preprocessor '{module}'"
     if module in CONVERTED:
         path = converted_path(spec, cache)
         if path.is_file():
-            return path
+            return (path,)
         raise ModelError(
             f"Model files for {stage} are missing in the Hugging Face cache: "
             f"{spec.repo}/{spec.files[0]} @ {spec.revision[:10]}, converted to {path}.",
             hint=f"run `{FETCH_COMMAND}` once (needs internet)",
         )
     folder = resolve([spec], cache_dir=cache, stage=stage, command=FETCH_COMMAND)[spec.key]
-    return folder / spec.files[-1]
+    if module == "depth_anything":  # config.json beside it is read, the weights decide the map
+        return (folder / spec.files[-1],)
+    return tuple(folder / f for f in spec.files)
 
 
 def convert_pickle(src: Path, dst: Path) -> None:
@@ -91,15 +104,15 @@ def convert_pickle(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def fetch_control(cache: Path | None = None) -> dict[str, Path]:
+def fetch_control(cache: Path | None = None) -> dict[str, tuple[Path, ...]]:
     """`storyboard models fetch control`: every annotator's pinned files into the HF cache, pickles
-    converted; the file each preprocessor will read, by name."""
-    out: dict[str, Path] = {}
+    converted; the files each preprocessor will read, by name."""
+    out: dict[str, tuple[Path, ...]] = {}
     for key, spec in SPECS.items():
         folder = fetch([spec], cache_dir=cache)[spec.key]
         if key in CONVERTED:
             dst = converted_path(spec, cache)
             if not dst.is_file():
                 convert_pickle(folder / spec.files[0], dst)
-        out[key] = annotator_file(key, cache)
+        out[key] = annotator_files(key, cache)
     return out
