@@ -2,7 +2,7 @@
 
 After a panel renders (``PanelJob.detail`` set), a ``FaceFinder`` (built by the app from the check's
 detector and assignment: render/ never imports check/) says where the faces are and whose each is.
-Then, as WebUI's ADetailer does for every box, one face after the other:
+Then, as WebUI's ADetailer does for every box:
 
     mask       the detector's box, grown (or shrunk) by ``dilate_erode`` as ADetailer's square
                cv2 kernel of that size grows a rectangle                          (``adetailer_box``)
@@ -16,12 +16,19 @@ Then, as WebUI's ADetailer does for every box, one face after the other:
 
 Pixels outside every blurred mask keep their bytes (the paste-back keeps the picture there). A
 detection with no character (or a character whose detail is off) is left alone and reported.
-Known differences from ADetailer: faces are re-drawn one at a time, never batched (faces of two
-characters carry two LoRA sets, so they cannot share a UNet call; each face starts from the picture
-with the faces before it re-drawn; and a UNet call's bytes may depend on its batch size: a small
-random UNet on CPU gave batch 2 vs two calls of 1 differing by 1.7e-6, and GPU kernels are picked by
-batch size, so batching could change the bytes a face gets); ADetailer gives every face of a unit the
-same seed, here each face has its own (``detail.seeds`` can set one character's).
+
+Batches: a face's inpaint reads and changes only its "only masked" region (the mask's box, blurred,
+padded, grown to the processing aspect). A face whose region meets no other re-drawn face's region
+therefore gives the same picture whether it runs before, after or beside the others, so such faces
+are re-drawn together, as many per batch as the renderer batches panels (on a CPU one unless its
+batch_size is set: then this is the one-at-a-time loop, bytes and all), and each result's region
+copied into the picture (``face_batches``). The faces of a batch carry different LoRA sets; the
+renderer shares the UNet calls by adding each face's own LoRAs to its rows (render/detail_batch.py).
+Faces whose regions meet, and every face with "only masked" off, run one at a time, left to right,
+each over the picture the ones before left. A batched face matches its one-at-a-time picture up to
+UNet rounding (a call's bytes may depend on its batch size, and its own LoRAs are added unmerged).
+Known difference from ADetailer: ADetailer gives every face of a unit the same seed, here each face
+has its own (``detail.seeds`` can set one character's).
 """
 
 from __future__ import annotations
