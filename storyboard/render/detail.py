@@ -2,7 +2,7 @@
 
 After a panel renders (``PanelJob.detail`` set), a ``FaceFinder`` (built by the app from the check's
 detector and assignment: render/ never imports check/) says where the faces are and whose each is.
-Then, as WebUI's ADetailer does for every box, one face after the other:
+Then, as WebUI's ADetailer does for every box:
 
     mask       the detector's box, grown (or shrunk) by ``dilate_erode`` as ADetailer's square
                cv2 kernel of that size grows a rectangle                          (``adetailer_box``)
@@ -16,12 +16,19 @@ Then, as WebUI's ADetailer does for every box, one face after the other:
 
 Pixels outside every blurred mask keep their bytes (the paste-back keeps the picture there). A
 detection with no character (or a character whose detail is off) is left alone and reported.
-Known differences from ADetailer: faces are re-drawn one at a time, never batched (faces of two
-characters carry two LoRA sets, so they cannot share a UNet call; each face starts from the picture
-with the faces before it re-drawn; and a UNet call's bytes may depend on its batch size: a small
-random UNet on CPU gave batch 2 vs two calls of 1 differing by 1.7e-6, and GPU kernels are picked by
-batch size, so batching could change the bytes a face gets); ADetailer gives every face of a unit the
-same seed, here each face has its own (``detail.seeds`` can set one character's).
+
+Batches: a face's inpaint reads and changes only its "only masked" region (the mask's box, blurred,
+padded, grown to the processing aspect). A face whose region meets no other re-drawn face's region
+therefore gives the same picture whether it runs before, after or beside the others, so such faces
+are re-drawn together, as many per batch as the renderer batches panels (on a CPU one unless its
+batch_size is set: then this is the one-at-a-time loop, bytes and all), and each result's region
+copied into the picture (``face_batches``). The faces of a batch carry different LoRA sets; the
+renderer shares the UNet calls by adding each face's own LoRAs to its rows (render/detail_batch.py).
+Faces whose regions meet, and every face with "only masked" off, run one at a time, left to right,
+each over the picture the ones before left. A batched face matches its one-at-a-time picture up to
+UNet rounding (a call's bytes may depend on its batch size, and its own LoRAs are added unmerged).
+Known difference from ADetailer: ADetailer gives every face of a unit the same seed, here each face
+has its own (``detail.seeds`` can set one character's).
 """
 
 from __future__ import annotations
@@ -137,18 +144,63 @@ def face_job(job: PanelJob, target: DetailTarget, box: Box, size: tuple[int, int
     )
 
 
+def face_region(fj: PanelJob, size: tuple[int, int]) -> Box | None:
+    """The part of a `size` picture face job `fj` can change: its "only masked" region (the img2img
+    path's own, ``img2img.inpaint_region``); None with "only masked" off (the whole picture)."""
+    from storyboard.render.img2img import inpaint_region, input_mask  # torch: only when batching
+
+    assert fj.img2img is not None and fj.inpaint is not None
+    s = fj.settings
+    return inpaint_region(fj.img2img, (s.width, s.height), fj.inpaint, input_mask(fj, size))[1]
+
+
+def meets(a: Box, b: Box) -> bool:
+    """Whether two regions (x1/y1 exclusive) share a pixel.
+
+    >>> meets((0, 0, 10, 10), (10, 0, 20, 10)), meets((0, 0, 10, 10), (9, 9, 20, 20))
+    (False, True)
+    """
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def face_batches(regions: Sequence[Box | None], size: int) -> list[list[int]]:
+    """Which faces (indices, left to right) re-draw together: a face whose region meets no other
+    face's region starts from and changes only pixels nobody else touches, so it gives the same in a
+    batch as in turn; those go in batches of `size`, first. The others (and every face without a
+    region) follow one at a time, left to right, each over the picture the ones before left.
+
+    >>> face_batches([(0, 0, 4, 4), (8, 0, 12, 4), (20, 0, 30, 4), (25, 0, 35, 4)], 2)
+    [[0, 1], [2], [3]]
+    >>> face_batches([None, (0, 0, 4, 4)], 4)
+    [[0], [1]]
+    """
+
+    def alone(i: int) -> bool:
+        r = regions[i]
+        others = (o for j, o in enumerate(regions) if j != i)
+        return r is not None and all(o is not None and not meets(r, o) for o in others)
+
+    free = [i for i in range(len(regions)) if alone(i)]
+    chunks = [free[k : k + size] for k in range(0, len(free), size)]
+    return chunks + [[i] for i in range(len(regions)) if i not in free]
+
+
 def run_detail(
     job: PanelJob,
     image: Image.Image,
     faces: Sequence[Face],
     redraw: Callable[[PanelJob, Image.Image], Image.Image],
+    redraw_batch: Callable[[list[PanelJob], Image.Image], list[Image.Image]] | None = None,
+    batch_size: Callable[[PanelJob, int], int] | None = None,
 ) -> DetailDone:
-    """Re-draw each assigned face over the picture, left to right (``redraw`` renders one inpaint
-    job over a picture and returns the whole picture)."""
+    """Re-draw each assigned face over the picture (``redraw`` renders one inpaint job over a
+    picture and returns the whole picture; ``redraw_batch`` several over one picture, each result
+    starting from it; ``batch_size`` says how many faces of a face job's kind one batch holds).
+    With one per batch, left to right, one at a time; else as ``face_batches`` says, each batch's
+    results copied in region by region."""
     d = job.detail
     assert d is not None
     targets = {t.character: t for t in d.targets}
-    current = image
     done: list[tuple[Face, PanelJob]] = []
     left: list[Face] = []
     for index, face in enumerate(sorted(faces, key=lambda f: (f.box[0], f.box[1]))):
@@ -156,7 +208,24 @@ def run_detail(
         if target is None:
             left.append(face)
             continue
-        fj = face_job(job, target, face.box, image.size, index)
-        current = redraw(fj, current)
-        done.append((face, fj))
+        done.append((face, face_job(job, target, face.box, image.size, index)))
+    current = image
+    size = 1 if batch_size is None or len(done) < 2 else batch_size(done[0][1], len(done))
+    if size <= 1 or redraw_batch is None:
+        for _, fj in done:
+            current = redraw(fj, current)
+        return DetailDone(current, tuple(done), tuple(left))
+    regions = [face_region(fj, image.size) for _, fj in done]
+    for group in face_batches(regions, size):
+        if len(group) == 1:
+            current = redraw(done[group[0]][1], current)
+            continue
+        outs = redraw_batch([done[i][1] for i in group], current)
+        current = current.copy()
+        for i, out in zip(group, outs, strict=True):
+            box = regions[i]
+            assert box is not None
+            # Outside its region a face's picture is the one it started from: copy the region in.
+            current.paste(out.crop(box), box[:2])
+            current.info.update(out.info)
     return DetailDone(current, tuple(done), tuple(left))

@@ -26,6 +26,10 @@ DETAIL_VERSION = "storyboard-detail 1"
 class Redrawer(Protocol):
     def redraw(self, job: PanelJob, picture: Image.Image) -> Image.Image: ...
 
+    def redraw_batch(self, jobs: list[PanelJob], picture: Image.Image) -> list[Image.Image]: ...
+
+    def face_batch_size(self, job: PanelJob, faces: int) -> int: ...
+
 
 def ordinal_suffix(n: int) -> str:
     """ADetailer's key suffix of unit n (0-based): "", " 2nd", " 3rd", " 4th", ...
@@ -130,7 +134,9 @@ def detail_panel(renderer: Redrawer, panel: RenderedPanel, finder: FaceFinder) -
     job = panel.job
     assert job.detail is not None
     faces = finder.find(panel.image, job)
-    done = run_detail(job, panel.image, faces, renderer.redraw)
+    done = run_detail(
+        job, panel.image, faces, renderer.redraw, renderer.redraw_batch, renderer.face_batch_size
+    )
     model = finder.identity(job).get("model", job.detail.settings.model)
     info = with_params(panel.infotext, adetailer_params(job.detail, model, done))
     image = done.image

@@ -246,6 +246,21 @@ class DiffusersRenderer:
         with RenderProgress(1, False) as progress, attention_backend(self.device):
             return render_img2img(model, rj, conds, progress, self._stage, picture=picture)
 
+    def redraw_batch(self, jobs: list[PanelJob], picture: Image.Image) -> list[Image.Image]:
+        """Face jobs over one picture, as many per UNet call as can share one, each under its own
+        LoRA set (render/detail_batch.py); each result starts from `picture`."""
+        from storyboard.render.detail_batch import redraw_faces
+
+        rjs = [self.resolve(j) for j in jobs]
+        model = self._ensure_loaded(rjs[0].models, rjs[0].settings.allow_pickle)
+        self._apply_speed(model, rjs[0])
+        with attention_backend(self.device):
+            return redraw_faces(model, rjs, picture, self._stage)
+
+    def face_batch_size(self, job: PanelJob, faces: int) -> int:
+        """Faces of the detailer per batch: as panels per batch (on a CPU 1 unless batch_size is set)."""
+        return self._batch_size(self.resolve(job), faces)
+
     def _render_regional(self, rj: ResolvedJob, progress: RenderProgress) -> Iterator[RenderedPanel]:
         """One regional panel: each region's prompt encoded and sampled under its own LoRA set."""
         with self._stage("load"):

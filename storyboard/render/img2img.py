@@ -79,6 +79,29 @@ def input_mask(job: PanelJob, size: tuple[int, int]) -> Image.Image:
     return im.box_mask(size, job.inpaint.box)
 
 
+def fits_first(inpaint: InpaintJob, picture_size: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Whether an "only masked" picture (and its mask) is first fitted to the panel: WebUI keeps the
+    picture's own size, but a panel must fill its frame, so it is fitted as the whole picture is."""
+    return inpaint.full_res and not inpaint.keep_picture_size and picture_size != size
+
+
+def inpaint_region(
+    i2i: Img2ImgJob, size: tuple[int, int], inpaint: InpaintJob, mask: Image.Image
+) -> tuple[Image.Image, im.Region | None]:
+    """The blurred mask (at the picture's size, fitted first where ``fits_first``) and, for "only
+    masked", the region rendered and pasted back: the mask's box padded, grown to the aspect of
+    `size` (None: "whole picture", or a blank mask). The picture changes only inside that region,
+    so the face detailer batches faces whose regions do not meet (render/detail.py)."""
+    w, h = size
+    if fits_first(inpaint, mask.size, size):
+        mask = im.resize_image(min(im.RESIZE_MODES.index(i2i.resize_mode), 2), mask, w, h)
+    blurred = im.blur_mask(mask, inpaint.mask_blur)
+    region = im.crop_region(blurred, inpaint.padding) if inpaint.full_res else None
+    if region is not None:
+        region = im.expand_crop_region(region, w, h, *blurred.size)
+    return blurred, region
+
+
 def prepare_init(
     picture: Image.Image,
     i2i: Img2ImgJob,
@@ -95,20 +118,15 @@ def prepare_init(
         if mode == 3:
             return PreparedInit(image, latent_upscale=True)
         return PreparedInit(im.resize_image(mode, image, w, h))
-    if inpaint.full_res and not inpaint.keep_picture_size and image.size != (w, h):
-        # WebUI's "only masked" keeps the picture's own size; a panel must fill its frame, so the
-        # picture (and its mask) are first fitted to the panel as the whole-picture path fits them.
+    if fits_first(inpaint, image.size, size):
         image = im.resize_image(min(mode, 2), image, w, h)
-        mask = im.resize_image(min(mode, 2), mask, w, h)
-    blurred = im.blur_mask(mask, inpaint.mask_blur)
-    region = im.crop_region(blurred, inpaint.padding) if inpaint.full_res else None
+    blurred, region = inpaint_region(i2i, size, inpaint, mask)
     if inpaint.full_res and region is None:
         # WebUI: "Unable to perform Inpaint Only mask because mask is blank, switch to img2img".
         return prepare_init(picture, i2i, size)
     # WebUI's resize_image treats mode 3 (latent upscale) as "resize and fill" for the mask.
     fit = min(mode, 2)
     if region is not None:
-        region = im.expand_crop_region(region, w, h, *blurred.size)
         proc_mask = im.resize_image(2, blurred.crop(region), w, h)
         overlay = im.overlay_image(image, blurred)
         work = im.resize_image(2, image.crop(region), w, h)
@@ -162,25 +180,61 @@ def render_img2img(
 ) -> Image.Image:
     """One img2img or inpaint panel (see the module docstring); returns the finished picture.
     `picture`: the picture to start from when it is not a file (the face detailer's panel)."""
+    return render_img2img_batch(model, [rj], [conds], progress, stage, regional, controls, picture)[0]
+
+
+def batchable(rjs: list[ResolvedJob], conds: list[PanelConds]) -> bool:
+    """Whether jobs can share one sampling loop: one settings, one img2img and masked-content
+    choice, prompts of equal token counts (a batch pads shorter prompts, which changes them)."""
+    first, i2i = rjs[0], rjs[0].job.img2img
+
+    def content(rj: ResolvedJob) -> str | None:
+        return None if rj.job.inpaint is None else rj.job.inpaint.masked_content
+
+    return len({c.shape_key for c in conds}) == 1 and all(
+        r.settings == first.settings and r.job.img2img == i2i and content(r) == content(first) for r in rjs
+    )
+
+
+def render_img2img_batch(
+    model: LoadedModel,
+    rjs: list[ResolvedJob],
+    conds: list[PanelConds],
+    progress: RenderProgress,
+    stage: Stage,
+    regional: RegionalConds | None = None,
+    controls: ControlNets | None = None,
+    picture: Image.Image | None = None,
+) -> list[Image.Image]:
+    """Jobs of one settings over one picture in one sampling loop, each with its own seed, mask and
+    prompts (of equal token counts: a batch pads nobody); one finished picture per job. A batch of
+    one is ``render_img2img``; regional and ControlNet panels render alone."""
+    rj = rjs[0]
     job, s, spec = rj.job, rj.settings, rj.spec
     i2i, inpaint = job.img2img, job.inpaint
     assert i2i is not None
+    assert len(rjs) == 1 or (batchable(rjs, conds) and regional is None and not job.control)
     model = model.for_settings(s)
     den, device, vae = model.denoiser, model.device, model.components.vae
     picture = init_picture(job) if picture is None else picture
-    mask = input_mask(job, picture.size) if inpaint is not None else None
-    prep = prepare_init(picture, i2i, (s.width, s.height), inpaint, mask)
+    preps = []
+    for r in rjs:
+        mask = input_mask(r.job, picture.size) if r.job.inpaint is not None else None
+        preps.append(prepare_init(picture, i2i, (s.width, s.height), r.job.inpaint, mask))
     latent_size = (s.height // 8, s.width // 8)
     with stage("encode_image"):
-        init = encode_images(vae, [prep.image], device)
-        if prep.latent_upscale:
+        init = torch.cat([encode_images(vae, [p.image], device) for p in preps])
+        if preps[0].latent_upscale:
             init = F.interpolate(init, size=latent_size, mode="bilinear")
-    seeds = [job.seed]
+    seeds = [r.job.seed for r in rjs]
     rng = ImageRNG((int(init.shape[1]), *latent_size), seeds, s.noise_source, device)
     nmask: Tensor | None = None
-    if prep.mask is not None:
-        m = im.latent_mask(prep.mask, latent_size[1], latent_size[0])
-        nmask = torch.from_numpy(np.ascontiguousarray(m)).to(device=device, dtype=init.dtype)[None, None]
+    if any(p.mask is not None for p in preps):
+        # A job whose "only masked" mask is blank repaints everything: a mask of ones blends exactly.
+        ms = [np.ones(latent_size, np.float32) if p.mask is None else
+              im.latent_mask(p.mask, latent_size[1], latent_size[0]) for p in preps]  # fmt: skip
+        nmask = torch.from_numpy(np.ascontiguousarray(np.stack(ms)))[:, None]
+        nmask = nmask.to(device=device, dtype=init.dtype)
         assert inpaint is not None
         if inpaint.masked_content == "latent noise":
             # WebUI draws it with fresh generators of the same seeds: the same numbers as x's noise.
@@ -191,7 +245,9 @@ def render_img2img(
     image_cond = None
     if model.components.inpainting:
         with stage("encode_image"):
-            image_cond = inpainting_conditioning(vae, prep.image, prep.mask, latent_size, device)
+            image_cond = torch.cat(
+                [inpainting_conditioning(vae, p.image, p.mask, latent_size, device) for p in preps]
+            )
     sigmas = img2img_sigmas(
         lambda n: spec.sigmas(n, den.sigmas, device), s.steps, i2i.denoising_strength, fix_steps=i2i.fix_steps
     )
@@ -201,23 +257,27 @@ def render_img2img(
     control = None
     if controls is not None and job.control:
         # "Only masked": the control map is cut to the same crop as the picture (the extension).
-        crop = None
+        crop, prep = None, preps[0]  # a ControlNet panel renders alone
         if prep.overlay is not None and prep.paste_to is not None:
             crop = (prep.overlay.size, prep.paste_to)
         control = controls.passes(rj, model.components.unet, (len(sigmas) - 1, None), None, crop)[0]
     with stage("sample"):
         latent = run_pass(
-            model, spec, x, sigmas, rng, seeds, ([conds.cond], [conds.uncond]), s.cfg_scale, progress,
-            job.panel_id, regional_guide(model, rj, regional, hires=False), (s.width, s.height),
-            s.cfg_rescale, control=control, wrap=mask_blend(init, nmask) if nmask is not None else None,
+            model, spec, x, sigmas, rng, seeds, ([c.cond for c in conds], [c.uncond for c in conds]),
+            s.cfg_scale, progress, ", ".join(r.job.panel_id for r in rjs),
+            regional_guide(model, rj, regional, hires=False), (s.width, s.height), s.cfg_rescale,
+            control=control, wrap=mask_blend(init, nmask) if nmask is not None else None,
             image_cond=image_cond,
         )  # fmt: skip
     if nmask is not None:
         latent = latent * nmask + init * (1 - nmask)
     with stage("decode"):
-        image = decode_latents(vae, latent)[0]
-    if prep.overlay is not None:
-        info = dict(image.info)
-        image = im.paste_back(image, prep.overlay, prep.paste_to)
-        image.info.update(info)  # keeps the NaN marker of a black decode
-    return image
+        images = decode_latents(vae, latent)
+    out = []
+    for image, prep in zip(images, preps, strict=True):
+        if prep.overlay is not None:
+            info = dict(image.info)
+            image = im.paste_back(image, prep.overlay, prep.paste_to)
+            image.info.update(info)  # keeps the NaN marker of a black decode
+        out.append(image)
+    return out
