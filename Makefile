@@ -32,10 +32,10 @@ demo: setup
 	fi
 
 # Every core (at most 4 workers): the suite is mostly subprocesses and tiny models, one core each.
-# Tests marked xdist_group stay on one worker, in order (--dist loadgroup): the README test runs the
+# A test module stays on one worker, its tests in order (--dist loadfile): the README test runs the
 # README's commands one after the other on one copy of the repository.
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadgroup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check storyboard tests bench tools

@@ -48,10 +48,6 @@ from tests.readme_checks import (
 )
 from tests.readme_commands import extract, fresh_copy, run, serve, snapshot, variants
 
-# The README's commands run one after the other on one copy of the repository, as a user types them
-# (`make test` distributes tests over workers: this module stays on one, in order).
-pytestmark = pytest.mark.xdist_group("readme")
-
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = extract((ROOT / "README.md").read_text())
 
