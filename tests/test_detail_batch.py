@@ -260,3 +260,45 @@ def test_hooks_go_even_when_the_block_raises() -> None:
     ):
         layer(torch.ones(3, 3))
     assert not layer._forward_hooks
+
+
+def test_sdxl_faces_share_unet_calls_and_draw_what_one_at_a_time_draws(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """SDXL conditioning (two text encoders, pooled embeddings, size ids) in the batched loop."""
+    import storyboard.models.tiny  # noqa: F401  (tiny and tiny_sdxl import each other)
+    from storyboard.models.tiny_sdxl import write_tiny_sdxl_checkpoint, write_tiny_sdxl_model
+
+    root = tmp_path_factory.mktemp("xl")
+    m = write_tiny_sdxl_model(root)
+    xl = write_tiny_sdxl_checkpoint(tmp_path_factory.mktemp("xl-modules") / "x.safetensors", 0)
+    for name, seed in (("xl-a", 31), ("xl-b", 32)):  # plain LoRAs: low-rank, so they can batch
+        write_kohya_lora(
+            m.root / "models" / "Lora" / f"{name}.safetensors", xl.unet, xl.text_encoder,
+            text_encoder_2=xl.text_encoder_2, text_encoder_prefix="lora_te1", unet_layout="ldm",
+            seed=seed, scale=0.2, base_model_version="sdxl_base_v1-0",
+        )  # fmt: skip
+    text = (
+        STORY.replace("tiny-sd\n", "tiny-sdxl\n")
+        .replace("  clip_skip: 2\n", "")
+        .replace("tiny_character_v1", "xl-a")
+        .replace("style:\n  loras: [{{lora: tiny-style2, weight: 0.6}}]\n", "")
+        .format(root=m.root, size=SIZE, detail=FAR, b_lora="xl-b")
+    )
+    loaded = load_story_text(text, m.root / "xl.yaml")
+    [on] = [replace(j, settings=loaded.panel_render[j.panel_id]) for j in plan(loaded)]
+    models = tmp_path_factory.mktemp("xl-detectors")
+    write_face_detector(models, FACES, [0.9, 0.8])
+    out = {}
+    for size in (1, 2):
+        r = DiffusersRenderer(tmp_path_factory.mktemp("xl-story"), quiet=True, device="cpu", batch_size=size)
+        r.face_finder = CheckFaceFinder([on], models_dir=models)
+        out[size] = render(r, on)
+    (one, one_batches), (two, two_batches) = out[1], out[2]
+    assert two_batches[-3:] == [4, 4, 4] and 4 not in one_batches
+    diff = np.abs(np.asarray(one.image).astype(int) - np.asarray(two.image).astype(int))
+    assert diff.max() <= 2, diff.max()
+    keep = outside_every_mask(face_jobs(on))
+    bare = DiffusersRenderer(tmp_path_factory.mktemp("xl-plain"), quiet=True, device="cpu")
+    plain, _ = render(bare, job_without_detail(on))
+    assert np.array_equal(np.asarray(plain.image)[keep], np.asarray(two.image)[keep])
