@@ -1,10 +1,14 @@
 """Stand-in annotator files in the real layouts of a Hugging Face cache: lineart_anime's converted
 netG.safetensors (the generator at a tiny width, real key names) and depth_anything's transformers
-repo (a tiny random config of the same class); DWPose's two ONNX files as constant-output graphs."""
+repo (a tiny random config of the same class); depth_midas's Intel/dpt-hybrid-midas snapshot (a tiny
+hybrid DPT, its .bin converted as the fetch converts it); DWPose's two ONNX files as constant-output
+graphs."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,6 +16,7 @@ import torch
 from storyboard.render.control.annotators.lineart_anime import UnetGenerator
 from storyboard.render.control.annotators.specs import (
     DEPTH_ANYTHING,
+    DEPTH_MIDAS,
     DWPOSE,
     LINEART_ANIME,
     convert_pickle,
@@ -52,6 +57,45 @@ def place_depth(cache: Path, seed: int = 0) -> Path:
     repo = cache / f"models--{DEPTH_ANYTHING.repo.replace('/', '--')}" / "snapshots" / DEPTH_ANYTHING.revision
     model.save_pretrained(repo, safe_serialization=True)
     return repo
+
+
+def tiny_midas(seed: int = 0) -> Any:
+    """A DPT-Hybrid of the real one's kind (BiT bottleneck backbone, /16 features, readout project,
+    neck from two backbone stages and two ViT layers) at tiny widths, random weights."""
+    from transformers import BitConfig, DPTConfig, DPTForDepthEstimation
+
+    bit = BitConfig(
+        embedding_size=8, hidden_sizes=[8, 16, 32], depths=[1, 1, 1], layer_type="bottleneck",
+        global_padding="same", out_features=["stage1", "stage2", "stage3"],
+        embedding_dynamic_padding=True, num_groups=2,
+    )  # fmt: skip
+    config = DPTConfig(
+        is_hybrid=True, backbone_config=bit, backbone_featmap_shape=[1, 32, 24, 24], hidden_size=16,
+        num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, backbone_out_indices=[0, 1, 2, 3],
+        neck_hidden_sizes=[8, 16, 16, 16], reassemble_factors=[1, 1, 1, 0.5], fusion_hidden_size=8,
+        image_size=384, patch_size=16,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = DPTForDepthEstimation(config).eval()
+    for p in model.parameters():  # spread the random weights so the depth varies over the image
+        torch.nn.init.normal_(p, std=0.2)
+    return model
+
+
+def place_midas(cache: Path, seed: int = 0, convert: bool = True) -> Path:
+    """Intel/dpt-hybrid-midas's two files (config.json, pytorch_model.bin, a pickle as the repo has
+    it) in the pinned snapshot folder, converted as `models fetch control` converts them; returns the
+    snapshot folder."""
+    model = tiny_midas(seed)
+    snap = cache / f"models--{DEPTH_MIDAS.repo.replace('/', '--')}" / "snapshots" / DEPTH_MIDAS.revision
+    snap.mkdir(parents=True, exist_ok=True)
+    model.config.to_json_file(str(snap / "config.json"))
+    torch.save(model.state_dict(), snap / "pytorch_model.bin")
+    if convert:
+        dst = converted_path(DEPTH_MIDAS, cache)
+        convert_pickle(snap / "pytorch_model.bin", dst)
+        shutil.copyfile(snap / "config.json", dst.with_name("config.json"))
+    return snap
 
 
 def _onnx_constant_model(path: Path, inp: str, in_shape: list[int], outs: dict[str, np.ndarray]) -> None:

@@ -32,7 +32,7 @@ def fetch(
 ) -> None:
     """Download what `storyboard check` needs (CCIP and the person detector), or the face
     detailer's detectors (`detail`), or the ControlNet annotators (`control`: lineart_anime,
-    depth_anything, dw_openpose_full), and say where it went."""
+    depth_anything, dw_openpose_full, depth_midas), and say where it went."""
     if what == "control":
         from storyboard.render.control.annotators.specs import fetch_control
 

@@ -26,8 +26,9 @@ BUILTIN_MODULES: dict[str, tuple[float | None, float | None]] = {
     "scribble_xdog": (32.0, None),  # XDoG edge threshold
     "tile_resample": (1.0, None),  # down-sampling rate
 }
-# Preprocessors that need annotator weights. lineart_anime, depth_anything and dw_openpose_full run
-# (after `storyboard models fetch control`); the others are accepted names refused with a sentence.
+# Preprocessors that need annotator weights. lineart_anime, depth_anything, depth_midas (alias depth)
+# and dw_openpose_full run (after `storyboard models fetch control`); the others are accepted names
+# refused with a sentence.
 WEIGHTED_MODULES = (
     "depth_anything",
     "dw_openpose_full",
@@ -59,8 +60,8 @@ class ControlUnit(BaseModel):
     module: str = Field(
         "none",
         description="Preprocessor: none (the image is the map, e.g. a pose skeleton), invert, canny, "
-        "threshold, scribble_xdog, tile_resample; lineart_anime, depth_anything and dw_openpose_full need "
-        "`storyboard models fetch control`.",
+        "threshold, scribble_xdog, tile_resample; lineart_anime, depth_anything, depth_midas (alias depth) "
+        "and dw_openpose_full need `storyboard models fetch control`.",
     )
     model: str = Field(
         description="ControlNet file: a name in WebUI's models/ControlNet or the extension's models "

@@ -57,6 +57,8 @@ def _module(module: str) -> Any:
         from storyboard.render.control.annotators import lineart_anime as m
     elif module == "dw_openpose_full":
         from storyboard.render.control.annotators import dwpose as m  # type: ignore[no-redef]
+    elif module == "depth_midas":
+        from storyboard.render.control.annotators import depth_midas as m  # type: ignore[no-redef]
     else:
         from storyboard.render.control.annotators import depth_anything as m  # type: ignore[no-redef]
     return m

@@ -14,6 +14,11 @@ are here, and `storyboard models fetch control`, which puts them there.
                     whole-body), the two files the extension downloads for it; ONNX, no pickle. The
                     revision is the one a public model-pin table lists for both files (and that
                     other projects pin yzd-v/DWPose at).
+    depth_midas     Intel/dpt-hybrid-midas (config.json, pytorch_model.bin): the transformers port of
+                    dpt_hybrid-midas-501f0c75.pt, the checkpoint the extension's depth_midas loads.
+                    The revision is the one a public project's weight table pins (with the .bin's
+                    sha256 b6c4d44f...); that table lists no safetensors at it, so the .bin is
+                    converted like netG.pth, to ``model.safetensors`` with config.json copied beside.
 
 A render never downloads: a missing file is a sentence naming the preprocessor, the files and the
 command, raised while files are checked, before anything loads.
@@ -22,6 +27,7 @@ command, raised while files are checked, before anything loads.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from storyboard.errors import ModelError
@@ -46,9 +52,16 @@ DWPOSE = ModelSpec(
     revision="1a7144101628d69ee7a3768d1ee3a094070dc388",
     files=("yolox_l.onnx", "dw-ll_ucoco_384.onnx"),
 )
-SPECS = {s.key: s for s in (LINEART_ANIME, DEPTH_ANYTHING, DWPOSE)}
-# The pickled files a fetch converts, and the name of what it writes.
-CONVERTED = {"lineart_anime": "netG.safetensors"}
+DEPTH_MIDAS = ModelSpec(
+    key="depth_midas",
+    repo="Intel/dpt-hybrid-midas",
+    revision="11eaf7a1cf4bd70740697dbc216f98980c0aeb03",
+    files=("config.json", "pytorch_model.bin"),
+)
+SPECS = {s.key: s for s in (LINEART_ANIME, DEPTH_ANYTHING, DWPOSE, DEPTH_MIDAS)}
+# The annotators whose weights are a pickle (each spec's last file): the name of the safetensors a
+# fetch converts it to; the spec's other files are copied beside it, so the folder loads on its own.
+CONVERTED = {"lineart_anime": "netG.safetensors", "depth_midas": "model.safetensors"}
 
 
 def hub_cache() -> Path:
@@ -75,11 +88,14 @@ def annotator_files(module: str, cache: Path | None = None) -> tuple[Path, ...]:
     stage = f"the preprocessor '{module}'"
     if module in CONVERTED:
         path = converted_path(spec, cache)
-        if path.is_file():
-            return (path,)
+        beside = [path.with_name(f) for f in spec.files[:-1]]
+        if path.is_file() and all(p.is_file() for p in beside):
+            return (path,)  # the weights decide the map; a config beside them is read
+        names = ", ".join(f"{spec.repo}/{f}" for f in spec.files)
         raise ModelError(
             f"Model files for {stage} are missing in the Hugging Face cache: "
-            f"{spec.repo}/{spec.files[0]} @ {spec.revision[:10]}, converted to {path}.",
+            f"{names} @ {spec.revision[:10]}, converted to {path}"
+            + (f" with {', '.join(p.name for p in beside)} beside it." if beside else "."),
             hint=f"run `{FETCH_COMMAND}` once (needs internet)",
         )
     folder = resolve([spec], cache_dir=cache, stage=stage, command=FETCH_COMMAND)[spec.key]
@@ -97,10 +113,12 @@ def convert_pickle(src: Path, dst: Path) -> None:
     from storyboard.models.hashes import sha256_file
 
     state = torch.load(src, map_location="cpu", weights_only=True)
-    tensors = {k.replace("module.", ""): v.contiguous() for k, v in state.items()}
+    tensors = {k.removeprefix("module."): v.contiguous() for k, v in state.items()}
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"converted_from": src.name, "sha256": sha256_file(src)})
+    # "format": "pt" is what transformers' from_pretrained asks of a safetensors file's metadata.
+    meta = {"format": "pt", "converted_from": src.name, "sha256": sha256_file(src)}
+    save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, dst)
 
 
@@ -113,6 +131,8 @@ def fetch_control(cache: Path | None = None) -> dict[str, tuple[Path, ...]]:
         if key in CONVERTED:
             dst = converted_path(spec, cache)
             if not dst.is_file():
-                convert_pickle(folder / spec.files[0], dst)
+                convert_pickle(folder / spec.files[-1], dst)
+            for f in spec.files[:-1]:
+                shutil.copyfile(folder / f, dst.with_name(f))
         out[key] = annotator_files(key, cache)
     return out
