@@ -173,3 +173,23 @@ def test_fetch_control_converts_the_bin_beside_its_config(
     conv = load_file(str(dst))
     assert set(conv) == set(state) and all(torch.equal(conv[k], state[k]) for k in state)
     assert "model.safetensors" in str(dst) and not list(dst.parent.glob("*.bin"))
+
+
+def test_the_converted_weights_enter_the_job_hash(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storyboard.jobs import job_hash
+    from storyboard.render.engine import DiffusersRenderer
+    from storyboard.story.load import load_story
+    from storyboard.story.plan import plan
+
+    cache = tmp_path / "hub"
+    place_midas(cache, seed=4)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    renderer = DiffusersRenderer(project, quiet=True, device="cpu")
+    jobs = plan(load_story(project / "s.yaml"))
+    before = [job_hash(j, renderer) for j in jobs]
+    assert before == [job_hash(j, DiffusersRenderer(project, quiet=True, device="cpu")) for j in jobs]
+    place_midas(cache, seed=5)  # other weights at the same place
+    after = [job_hash(j, DiffusersRenderer(project, quiet=True, device="cpu")) for j in jobs]
+    assert all(b != a for b, a in zip(before, after, strict=True))
