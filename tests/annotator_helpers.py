@@ -6,7 +6,10 @@ graphs."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +138,15 @@ def place_dwpose(cache: Path, det: np.ndarray, simcc_x: np.ndarray, simcc_y: np.
         {"simcc_x": simcc_x[None], "simcc_y": simcc_y[None]},
     )  # fmt: skip
     return snap
+
+
+def annotator_cli(cwd: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`storyboard ARGS` as a user types it, from `cwd`, with `cache` as the Hugging Face cache."""
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), STORYBOARD_QUIET="1", COLUMNS="300",
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+    )  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "storyboard", *args],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=600,
+    )  # fmt: skip

@@ -5,15 +5,12 @@ converts the repo's pickle to the safetensors a render reads."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from annotator_helpers import place_midas, tiny_midas
+from annotator_helpers import annotator_cli, place_midas, tiny_midas
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -105,17 +102,6 @@ pages:
 """
 
 
-def _cli(cwd: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), STORYBOARD_QUIET="1", COLUMNS="300",
-        PYTHONPATH=str(ROOT),
-    )  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "storyboard", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=600,
-    )  # fmt: skip
-
-
 @pytest.fixture()
 def project(tiny: TinyModel, tmp_path: Path) -> Path:
     proj = tmp_path / "proj"
@@ -126,7 +112,7 @@ def project(tiny: TinyModel, tmp_path: Path) -> Path:
 
 
 def test_missing_files_are_a_sentence_at_the_units_line(project: Path, tmp_path: Path) -> None:
-    r = _cli(tmp_path, tmp_path / "empty-cache", "validate", "proj/s.yaml")
+    r = annotator_cli(tmp_path, tmp_path / "empty-cache", "validate", "proj/s.yaml")
     out = " ".join((r.stdout + r.stderr).split())
     assert r.returncode == 2 and "Traceback" not in out, out
     assert "proj/s.yaml:15:21: pages[0].panels[0].control[0].module: Model files for the preprocessor" in out
@@ -141,7 +127,7 @@ def test_missing_files_are_a_sentence_at_the_units_line(project: Path, tmp_path:
 def test_a_build_runs_depth_and_depth_midas(project: Path, tmp_path: Path) -> None:
     cache = tmp_path / "hub"
     place_midas(cache, seed=4)
-    r = _cli(tmp_path, cache, "build", "proj/s.yaml")
+    r = annotator_cli(tmp_path, cache, "build", "proj/s.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
     panels = tmp_path / "output" / "s" / "panels"
     for panel in ("alias", "named"):
