@@ -7,14 +7,11 @@ the CMU openpose modules are sentences at the unit's line; the two files enter t
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from annotator_helpers import place_dwpose
+from annotator_helpers import annotator_cli, place_dwpose
 from PIL import Image
 from scipy import ndimage
 
@@ -113,9 +110,10 @@ def test_nms_iou_against_a_direct_computation() -> None:
     a, b = np.array([0.0, 0.0, 9.0, 9.0]), np.array([5.0, 0.0, 14.0, 9.0])
     inter = 5 * 10  # +1 pixel convention: columns 5..9, rows 0..9
     iou = inter / (100 + 100 - inter)  # 1/3: both kept at 0.45
-    assert iou < dwpose.NMS_IOU and dwpose.nms(np.stack([a, b]), np.array([0.9, 0.8])) == [0, 1]
+    assert iou < dwpose.NMS_IOU
+    assert dwpose.nms(np.stack([a, b]), np.array([0.9, 0.8]), dwpose.NMS_IOU) == [0, 1]
     c = np.array([1.0, 0.0, 10.0, 9.0])  # IoU 90/110 with a
-    assert dwpose.nms(np.stack([a, c]), np.array([0.7, 0.8])) == [1]
+    assert dwpose.nms(np.stack([a, c]), np.array([0.7, 0.8]), dwpose.NMS_IOU) == [1]
 
 
 def test_letterbox_puts_the_image_top_left_on_grey() -> None:
@@ -232,17 +230,6 @@ pages:
 """
 
 
-def _cli(cwd: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), STORYBOARD_QUIET="1", COLUMNS="300",
-        PYTHONPATH=str(ROOT),
-    )  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "storyboard", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=600,
-    )  # fmt: skip
-
-
 def _project(tiny: TinyModel, tmp_path: Path, cmu: str) -> Path:
     proj = tmp_path / "proj"
     proj.mkdir(exist_ok=True)
@@ -255,7 +242,7 @@ def test_missing_files_and_cmu_openpose_are_sentences_at_the_units_line(
     tiny: TinyModel, tmp_path: Path
 ) -> None:
     _project(tiny, tmp_path, "openpose_full")
-    r = _cli(tmp_path, tmp_path / "empty-cache", "validate", "proj/s.yaml")
+    r = annotator_cli(tmp_path, tmp_path / "empty-cache", "validate", "proj/s.yaml")
     out = " ".join((r.stdout + r.stderr).split())
     assert r.returncode == 2 and "Traceback" not in out, out
     assert "proj/s.yaml:15:21: pages[0].panels[0].control[0].module: Model files for the preprocessor" in out
@@ -275,7 +262,7 @@ def test_a_build_runs_dwpose_and_its_files_enter_only_that_panels_hash(
     proj = _project(tiny, tmp_path, "canny")
     cache = tmp_path / "hub"
     place_dwpose(cache, det_rows([((16.0, 8.0, 48.0, 56.0), 0.9, 0, 0.9)], 64), *simcc())
-    r = _cli(tmp_path, cache, "build", "proj/s.yaml")
+    r = annotator_cli(tmp_path, cache, "build", "proj/s.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
     panels = tmp_path / "output" / "s" / "panels"
     info = Image.open(next(panels.glob("pose*.png"))).info.get("parameters", "")

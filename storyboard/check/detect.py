@@ -27,6 +27,7 @@ from storyboard.check.images import load_rgb
 from storyboard.check.onnx_models import expect_shape, metadata, open_session, probe
 from storyboard.check.types import Detection
 from storyboard.errors import ModelError
+from storyboard.models.nms import nms
 
 INPUT = "images"
 OUTPUT = "output0"
@@ -75,25 +76,6 @@ def preprocess(image: Image.Image, size_hw: tuple[int, int]) -> NDArray[np.float
     resized = load_rgb(image).resize((w, h), resample=Image.Resampling.BICUBIC)
     arr = np.asarray(resized, dtype=np.float32) / 255.0
     return np.ascontiguousarray(arr.transpose(2, 0, 1)[None])
-
-
-def nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], iou: float) -> list[int]:
-    """Greedy non-maximum suppression over xyxy boxes, best score first."""
-    x0, y0, x1, y1 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    # "+1" areas as in the reference code, so the same boxes survive as with imgutils.
-    areas = (x1 - x0 + 1) * (y1 - y0 + 1)
-    order = scores.argsort(kind="stable")[::-1]
-    keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]) + 1)
-        inter = w * h
-        overlap = inter / (areas[i] + areas[rest] - inter)
-        order = rest[overlap <= iou]
-    return keep
 
 
 def postprocess(

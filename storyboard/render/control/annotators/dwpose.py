@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from storyboard.models.nms import nms
+
 Arr = NDArray[np.float64]
 DET_SIZE = 640
 STRIDES = (8, 16, 32)
@@ -106,23 +108,6 @@ def decode_yolox(out: Arr) -> tuple[Arr, Arr]:
     return np.concatenate([xy, wh], 1), out[:, 4:5] * out[:, 5:]
 
 
-def nms(boxes: Arr, scores: Arr) -> list[int]:
-    """Greedy NMS as the extension's: areas with the +1 pixel convention, drop IoU over 0.45."""
-    x1, y1, x2, y2 = boxes.T
-    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(scores)[::-1]
-    keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = iw * ih
-        order = rest[inter / (areas[i] + areas[rest] - inter) <= NMS_IOU]
-    return keep
-
-
 def person_boxes(raw: Arr, ratio: float) -> Arr | None:
     """The kept person boxes (x1, y1, x2, y2) in image pixels; None when no class of any box scores
     over 0.1 (the extension then draws nothing). An empty array (something found, no person over
@@ -134,7 +119,7 @@ def person_boxes(raw: Arr, ratio: float) -> Arr | None:
     # Class-aware NMS: only the person class (0) survives the final filter, so only it is run.
     valid = scores[:, 0] > SCORE_MIN
     b, s = boxes[valid], scores[valid, 0]
-    keep = nms(b, s) if len(b) else []
+    keep = nms(b, s, NMS_IOU) if len(b) else []
     return b[[k for k in keep if s[k] > PERSON_MIN]].reshape(-1, 4)
 
 
